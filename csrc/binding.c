@@ -1,0 +1,718 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/* fwd._core: the Python binding, and the only C file that includes Python.h.
+ * One C call per batch; the GIL is released while the engine runs; C return codes become
+ * Python exceptions here and nowhere else. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "fwd_engine.h"
+#include "fwd_stress.h"
+
+#include <arpa/inet.h>
+#include <sys/random.h>
+
+typedef struct {
+	PyObject_HEAD
+	struct fwd_engine *engine;
+} EngineObject;
+
+static const char *const state_names[FWD_STATES] = {
+	"new", "established", "related", "invalid", "untracked",
+};
+
+static PyObject *errno_error(int err)
+{
+	if (err == -ENOMEM)
+		return PyErr_NoMemory();
+	errno = -err;
+	return PyErr_SetFromErrno(err == -EINVAL ? PyExc_ValueError : PyExc_OSError);
+}
+
+static uint64_t seconds_to_ns(double s)
+{
+	return s <= 0 ? 0 : (uint64_t)(s * 1e9);
+}
+
+static int parse_timeouts(PyObject *dict, double *out)
+{
+	PyObject *key, *value;
+	Py_ssize_t pos = 0;
+
+	for (int i = 0; i < FWD_TO_COUNT; i++)
+		out[i] = fwd_timeout_defaults[i];
+	if (!dict || dict == Py_None)
+		return 0;
+	if (!PyDict_Check(dict)) {
+		PyErr_SetString(PyExc_TypeError, "timeouts must be a dict");
+		return -1;
+	}
+	while (PyDict_Next(dict, &pos, &key, &value)) {
+		const char *name = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+		int i;
+
+		for (i = 0; name && i < FWD_TO_COUNT; i++)
+			if (!strcmp(name, fwd_timeout_names[i]))
+				break;
+		if (!name || i == FWD_TO_COUNT) {
+			PyErr_Format(PyExc_ValueError, "unknown timeout %R", key);
+			return -1;
+		}
+		out[i] = PyFloat_AsDouble(value);
+		if (out[i] == -1.0 && PyErr_Occurred())
+			return -1;
+		if (!(out[i] > 0 && out[i] < 1e9)) {
+			PyErr_Format(PyExc_ValueError, "timeout %s must be > 0 and < 1e9 seconds", name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "shards", "buckets", "max_entries", "seed", "timeouts", NULL };
+	unsigned int shards = 1024, buckets = 65536, max_entries = 262144;
+	PyObject *seed_obj = Py_None, *timeouts = NULL;
+	double to[FWD_TO_COUNT];
+	uint64_t seed;
+	int err;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|$IIIOO", kwlist, &shards, &buckets,
+					 &max_entries, &seed_obj, &timeouts))
+		return -1;
+	if (self->engine) {
+		PyErr_SetString(PyExc_RuntimeError, "Engine already initialised");
+		return -1;
+	}
+	if (parse_timeouts(timeouts, to))
+		return -1;
+	if (seed_obj == Py_None) {
+		if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
+			PyErr_SetFromErrno(PyExc_OSError);
+			return -1;
+		}
+	} else {
+		seed = PyLong_AsUnsignedLongLongMask(seed_obj);
+		if (PyErr_Occurred())
+			return -1;
+	}
+	if (!shards || (shards & (shards - 1)) || !buckets || (buckets & (buckets - 1)) ||
+	    shards > buckets || !max_entries) {
+		PyErr_SetString(PyExc_ValueError, "shards and buckets must be powers of two with "
+				"shards <= buckets, and max_entries > 0");
+		return -1;
+	}
+	if (posix_memalign((void **)&self->engine, 64, sizeof(*self->engine))) {
+		self->engine = NULL;
+		PyErr_NoMemory();
+		return -1;
+	}
+	err = fwd_engine_init(self->engine, buckets, shards, max_entries, seed, to);
+	if (err) {
+		free(self->engine);
+		self->engine = NULL;
+		errno_error(err);
+		return -1;
+	}
+	return 0;
+}
+
+static void Engine_dealloc(EngineObject *self)
+{
+	if (self->engine) {
+		fwd_engine_destroy(self->engine);
+		free(self->engine);
+	}
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int check_ready(EngineObject *self)
+{
+	if (!self->engine) {
+		PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");
+		return -1;
+	}
+	return 0;
+}
+
+/* Address bytes (4 or 16 long, or None) into *addr; sets *family if given. */
+static int parse_addr(PyObject *obj, uint8_t family, union fwd_addr *addr, const char *what)
+{
+	char *data;
+	Py_ssize_t len;
+
+	memset(addr, 0, sizeof(*addr));
+	if (obj == Py_None)
+		return 0;
+	if (PyBytes_AsStringAndSize(obj, &data, &len))
+		return -1;
+	if (!((family == 4 && len == 4) || (family == 6 && len == 16))) {
+		PyErr_Format(PyExc_ValueError, "%s must be %d bytes for family %d", what,
+			     family == 4 ? 4 : 16, family);
+		return -1;
+	}
+	memcpy(addr->b, data, (size_t)len);
+	return 0;
+}
+
+static int parse_rule(PyObject *item, struct fwd_rule *r)
+{
+	unsigned int state_mask, family, src_plen, dst_plen, sport_lo, sport_hi, dport_lo, dport_hi;
+	unsigned int iif, oif, verdict;
+	int proto;
+	long long mark;
+	PyObject *src, *dst;
+
+	if (!PyTuple_Check(item) ||
+	    !PyArg_ParseTuple(item, "IIiOIOIIIIIIIIL;rule must be a 15-tuple", &state_mask, &family,
+			      &proto, &src, &src_plen, &dst, &dst_plen, &sport_lo, &sport_hi,
+			      &dport_lo, &dport_hi, &iif, &oif, &verdict, &mark)) {
+		if (!PyErr_Occurred())
+			PyErr_SetString(PyExc_TypeError, "rule must be a tuple");
+		return -1;
+	}
+	memset(r, 0, sizeof(*r));
+	if (state_mask >= (1u << FWD_STATES) || (family != 0 && family != 4 && family != 6) ||
+	    proto < -1 || proto > 255 || sport_lo > sport_hi || sport_hi > 65535 ||
+	    dport_lo > dport_hi || dport_hi > 65535 || verdict > 1 || mark < -1 ||
+	    mark > 0xffffffffLL) {
+		PyErr_SetString(PyExc_ValueError, "rule field out of range");
+		return -1;
+	}
+	if ((src != Py_None || dst != Py_None) && !family) {
+		PyErr_SetString(PyExc_ValueError, "a rule with addresses needs family 4 or 6");
+		return -1;
+	}
+	if (parse_addr(src, (uint8_t)family, &r->src, "src") ||
+	    parse_addr(dst, (uint8_t)family, &r->dst, "dst"))
+		return -1;
+	if ((src != Py_None && fwd_prefix_mask((uint8_t)family, src_plen, &r->src, &r->src_mask)) ||
+	    (dst != Py_None && fwd_prefix_mask((uint8_t)family, dst_plen, &r->dst, &r->dst_mask))) {
+		PyErr_SetString(PyExc_ValueError, "prefix length too long");
+		return -1;
+	}
+	r->state_mask = state_mask;
+	r->family = (uint8_t)family;
+	r->proto = (int16_t)proto;
+	r->has_addr = src != Py_None || dst != Py_None;
+	r->sport_lo = (uint16_t)sport_lo;
+	r->sport_hi = (uint16_t)sport_hi;
+	r->dport_lo = (uint16_t)dport_lo;
+	r->dport_hi = (uint16_t)dport_hi;
+	r->has_ports = sport_lo > 0 || sport_hi < 65535 || dport_lo > 0 || dport_hi < 65535;
+	r->iif = iif;
+	r->oif = oif;
+	r->verdict = (uint8_t)verdict;
+	r->mark = mark;
+	return 0;
+}
+
+static PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "rules", "default_verdict", "default_mark", NULL };
+	PyObject *rules, *seq;
+	unsigned int def_verdict;
+	long long def_mark = FWD_MARK_NONE;
+	struct fwd_policy *pol;
+	Py_ssize_t n;
+
+	if (check_ready(self) ||
+	    !PyArg_ParseTupleAndKeywords(args, kw, "OI|L", kwlist, &rules, &def_verdict, &def_mark))
+		return NULL;
+	if (def_verdict > 1 || def_mark < -1 || def_mark > 0xffffffffLL) {
+		PyErr_SetString(PyExc_ValueError, "default verdict or mark out of range");
+		return NULL;
+	}
+	seq = PySequence_Fast(rules, "rules must be a sequence");
+	if (!seq)
+		return NULL;
+	n = PySequence_Fast_GET_SIZE(seq);
+	pol = calloc(1, sizeof(*pol) + (size_t)n * sizeof(pol->rules[0]));
+	if (!pol) {
+		Py_DECREF(seq);
+		return PyErr_NoMemory();
+	}
+	pol->nrules = (uint32_t)n;
+	pol->default_verdict = (uint8_t)def_verdict;
+	pol->default_mark = def_mark;
+	for (Py_ssize_t i = 0; i < n; i++) {
+		if (parse_rule(PySequence_Fast_GET_ITEM(seq, i), &pol->rules[i])) {
+			PyObject *type, *value, *tb;
+
+			PyErr_Fetch(&type, &value, &tb);
+			PyErr_NormalizeException(&type, &value, &tb);
+			PyErr_Format(PyExc_ValueError, "rule %zd: %S", i, value);
+			Py_XDECREF(type);
+			Py_XDECREF(value);
+			Py_XDECREF(tb);
+			free(pol);
+			Py_DECREF(seq);
+			return NULL;
+		}
+	}
+	Py_DECREF(seq);
+	Py_BEGIN_ALLOW_THREADS
+	fwd_engine_set_policy(self->engine, pol);
+	Py_END_ALLOW_THREADS
+	Py_RETURN_NONE;
+}
+
+static PyObject *Engine_process(EngineObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "packets", "now", "worker", NULL };
+	PyObject *packets, *seq, *list = NULL;
+	unsigned int worker = 0;
+	double now;
+	Py_ssize_t n, parsed = 0;
+	struct fwd_pkt_in *in = NULL;
+	struct fwd_result *out = NULL;
+	Py_buffer *bufs = NULL;
+	int err;
+
+	if (check_ready(self) ||
+	    !PyArg_ParseTupleAndKeywords(args, kw, "Od|I", kwlist, &packets, &now, &worker))
+		return NULL;
+	if (!(now >= 0)) {
+		PyErr_SetString(PyExc_ValueError, "now must be >= 0");
+		return NULL;
+	}
+	seq = PySequence_Fast(packets, "packets must be a sequence");
+	if (!seq)
+		return NULL;
+	n = PySequence_Fast_GET_SIZE(seq);
+	in = PyMem_Calloc((size_t)n + 1, sizeof(*in));
+	out = PyMem_Calloc((size_t)n + 1, sizeof(*out));
+	bufs = PyMem_Calloc((size_t)n + 1, sizeof(*bufs));
+	if (!in || !out || !bufs) {
+		PyErr_NoMemory();
+		goto done;
+	}
+	for (; parsed < n; parsed++) {
+		PyObject *item = PySequence_Fast_GET_ITEM(seq, parsed);
+		unsigned int iif, oif;
+
+		if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "y*II;packet must be (data, iif, oif)",
+							      &bufs[parsed], &iif, &oif)) {
+			if (!PyErr_Occurred())
+				PyErr_SetString(PyExc_TypeError, "packet must be a (data, iif, oif) tuple");
+			goto done;
+		}
+		if (bufs[parsed].len > UINT32_MAX) {
+			PyBuffer_Release(&bufs[parsed]);
+			PyErr_SetString(PyExc_ValueError, "packet too large");
+			goto done;
+		}
+		in[parsed] = (struct fwd_pkt_in){ .data = bufs[parsed].buf,
+						  .len = (uint32_t)bufs[parsed].len,
+						  .iif = iif, .oif = oif };
+	}
+	err = fwd_engine_claim(self->engine, worker);
+	if (err) {
+		if (err == -EBUSY)
+			PyErr_Format(PyExc_RuntimeError, "worker %u is busy in another thread", worker);
+		else
+			PyErr_Format(PyExc_ValueError, "worker must be < %d", FWD_MAX_WORKERS);
+		goto done;
+	}
+	Py_BEGIN_ALLOW_THREADS
+	fwd_engine_process(self->engine, worker, in, (size_t)n, seconds_to_ns(now), out);
+	Py_END_ALLOW_THREADS
+	fwd_engine_release(self->engine, worker);
+	list = PyList_New(n);
+	for (Py_ssize_t i = 0; list && i < n; i++) {
+		PyObject *t = Py_BuildValue("(iLii)", out[i].verdict, (long long)out[i].mark,
+					    out[i].state, out[i].rule);
+		if (!t) {
+			Py_CLEAR(list);
+			break;
+		}
+		PyList_SET_ITEM(list, i, t);
+	}
+done:
+	for (Py_ssize_t i = 0; i < parsed; i++)
+		PyBuffer_Release(&bufs[i]);
+	PyMem_Free(in);
+	PyMem_Free(out);
+	PyMem_Free(bufs);
+	Py_DECREF(seq);
+	return list;
+}
+
+static PyObject *Engine_gc(EngineObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "now", "budget", NULL };
+	double now;
+	unsigned int budget = 4096, removed;
+
+	if (check_ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "d|I", kwlist, &now, &budget))
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	removed = fwd_ct_gc(&self->engine->ct, seconds_to_ns(now), budget);
+	Py_END_ALLOW_THREADS
+	return PyLong_FromUnsignedLong(removed);
+}
+
+static PyObject *Engine_flush(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+	unsigned int removed;
+
+	if (check_ready(self))
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	removed = fwd_ct_flush(&self->engine->ct);
+	Py_END_ALLOW_THREADS
+	return PyLong_FromUnsignedLong(removed);
+}
+
+/* One connection copied out under its home lock, turned into a dict after the walk. */
+struct ct_copy {
+	struct fwd_tuple tuple[2];
+	uint64_t expires;
+	uint32_t status, packets[2];
+	uint8_t proto_state;
+};
+
+struct ct_copies {
+	struct ct_copy *items;
+	size_t n, cap;
+	bool oom;
+};
+
+static void copy_ct(const struct fwd_ct *ct, void *arg)
+{
+	struct ct_copies *c = arg;
+
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 256;
+		struct ct_copy *items = realloc(c->items, cap * sizeof(*items));
+
+		if (!items) {
+			c->oom = true;
+			return;
+		}
+		c->items = items;
+		c->cap = cap;
+	}
+	c->items[c->n++] = (struct ct_copy){
+		.tuple = { ct->node[0].tuple, ct->node[1].tuple },
+		.expires = fwd_ct_expires(ct),
+		.status = fwd_ct_status(ct),
+		.packets = { ct->packets[0], ct->packets[1] },
+		.proto_state = ct->proto_state,
+	};
+}
+
+static PyObject *addr_str(const struct fwd_tuple *t, const union fwd_addr *a)
+{
+	char buf[INET6_ADDRSTRLEN];
+
+	inet_ntop(t->family == 4 ? AF_INET : AF_INET6, a->b, buf, sizeof(buf));
+	return PyUnicode_FromString(buf);
+}
+
+static PyObject *conn_dict(const struct ct_copy *c, uint64_t now)
+{
+	const struct fwd_tuple *o = &c->tuple[0], *r = &c->tuple[1];
+	const char *state = o->proto == 6 ? fwd_tcp_state_names[c->proto_state]
+			    : c->status & FWD_CT_SEEN_REPLY ? "REPLIED" : "UNREPLIED";
+	double left = c->expires > now ? (double)(c->expires - now) / 1e9 : 0.0;
+
+	return Py_BuildValue("{s:i,s:i,s:N,s:N,s:i,s:i,s:N,s:N,s:i,s:i,s:s,s:O,s:O,s:d,s:k,s:k}",
+			     "proto", o->proto, "family", o->family, "src", addr_str(o, &o->src),
+			     "dst", addr_str(o, &o->dst), "sport", o->sport, "dport", o->dport,
+			     "reply_src", addr_str(r, &r->src), "reply_dst", addr_str(r, &r->dst),
+			     "reply_sport", r->sport, "reply_dport", r->dport, "state", state,
+			     "assured", c->status & FWD_CT_ASSURED ? Py_True : Py_False,
+			     "seen_reply", c->status & FWD_CT_SEEN_REPLY ? Py_True : Py_False,
+			     "timeout", left, "packets_orig", (unsigned long)c->packets[0],
+			     "packets_reply", (unsigned long)c->packets[1]);
+}
+
+static PyObject *Engine_connections(EngineObject *self, PyObject *args)
+{
+	struct ct_copies c = { 0 };
+	double now;
+	PyObject *list;
+
+	if (check_ready(self) || !PyArg_ParseTuple(args, "d", &now))
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	fwd_ct_for_each(&self->engine->ct, copy_ct, &c);
+	Py_END_ALLOW_THREADS
+	if (c.oom) {
+		free(c.items);
+		return PyErr_NoMemory();
+	}
+	list = PyList_New((Py_ssize_t)c.n);
+	for (size_t i = 0; list && i < c.n; i++) {
+		PyObject *d = conn_dict(&c.items[i], seconds_to_ns(now));
+
+		if (!d) {
+			Py_CLEAR(list);
+			break;
+		}
+		PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+	}
+	free(c.items);
+	return list;
+}
+
+static PyObject *lock_stats_dict(const struct fwd_lock_stats *s)
+{
+	PyObject *hist = PyList_New(FWD_LOCK_HIST_BUCKETS);
+
+	for (int i = 0; hist && i < FWD_LOCK_HIST_BUCKETS; i++)
+		PyList_SET_ITEM(hist, i, PyLong_FromUnsignedLongLong(s->wait_hist[i]));
+	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:N}", "count", s->count, "acquisitions",
+			     s->acquisitions, "contended", s->contended, "wait_ns", s->wait_ns,
+			     "hold_ns", s->hold_ns, "wait_hist", hist);
+}
+
+static int set_u64(PyObject *dict, const char *key, uint64_t value)
+{
+	PyObject *o = PyLong_FromUnsignedLongLong(value);
+	int err = o ? PyDict_SetItemString(dict, key, o) : -1;
+
+	Py_XDECREF(o);
+	return err;
+}
+
+static PyObject *Engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+	struct fwd_engine *e = self->engine;
+	struct fwd_lock_stats shard = { 0 };
+	struct fwd_worker_stats ws;
+	PyObject *locks, *ct, *hist_bounds;
+
+	if (check_ready(self))
+		return NULL;
+	for (uint32_t i = 0; i <= e->ct.shard_mask; i++)
+		fwd_lock_stats_add(&e->ct.shards[i], &shard);
+	fwd_engine_stats(e, &ws);
+	locks = Py_BuildValue("{s:N}", "shard", lock_stats_dict(&shard));
+	ct = PyDict_New();
+	if (!locks || !ct)
+		goto fail;
+#define X(name)                          \
+	if (set_u64(ct, #name, ws.name)) \
+		goto fail;
+	FWD_WORKER_COUNTERS(X)
+#undef X
+	hist_bounds = PyList_New(FWD_LOCK_HIST_BUCKETS - 1);
+	for (int i = 0; hist_bounds && i < FWD_LOCK_HIST_BUCKETS - 1; i++)
+		PyList_SET_ITEM(hist_bounds, i,
+				PyLong_FromUnsignedLongLong(1ull << (i + FWD_LOCK_HIST_SHIFT)));
+	return Py_BuildValue(
+		"{s:N,s:N,s:k,s:k,s:k,s:k,s:K,s:K,s:K,s:N}", "locks", locks, "ct", ct, "entries",
+		(unsigned long)fwd_ct_count(&e->ct), "max_entries", (unsigned long)e->ct.max_entries,
+		"buckets", (unsigned long)e->ct.bucket_mask + 1, "shards",
+		(unsigned long)e->ct.shard_mask + 1, "early_drop",
+		(unsigned long long)__atomic_load_n(&e->ct.early_drops, __ATOMIC_RELAXED), "gc_removed",
+		(unsigned long long)__atomic_load_n(&e->ct.gc_removed, __ATOMIC_RELAXED), "delete",
+		(unsigned long long)__atomic_load_n(&e->ct.deleted, __ATOMIC_RELAXED),
+		"wait_hist_bounds_ns", hist_bounds);
+fail:
+	Py_XDECREF(locks);
+	Py_XDECREF(ct);
+	return NULL;
+}
+
+static PyObject *Engine_stress(EngineObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "threads", "conns", "rounds", NULL };
+	unsigned int threads, conns, rounds = 1;
+	struct fwd_stress_result r;
+	int err;
+
+	if (check_ready(self) ||
+	    !PyArg_ParseTupleAndKeywords(args, kw, "II|I", kwlist, &threads, &conns, &rounds))
+		return NULL;
+	if (!threads || threads > 256) {
+		PyErr_SetString(PyExc_ValueError, "threads must be 1..256");
+		return NULL;
+	}
+	Py_BEGIN_ALLOW_THREADS
+	err = fwd_stress_run(&self->engine->ct, threads, conns, rounds, &r);
+	Py_END_ALLOW_THREADS
+	if (err)
+		return errno_error(err);
+	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d}", "inserted", r.inserted,
+			     "insert_failed", r.insert_failed, "found_orig", r.found_orig,
+			     "found_reply", r.found_reply, "missing", r.missing, "killed", r.killed,
+			     "cross_shard", r.cross_shard, "lookups", r.lookups, "seconds",
+			     (double)r.elapsed_ns / 1e9);
+}
+
+static int tuple_arg(PyObject *data, struct fwd_pkt *p)
+{
+	Py_buffer buf;
+
+	if (PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE))
+		return -1;
+	fwd_pkt_parse(p, buf.buf, (size_t)buf.len);
+	PyBuffer_Release(&buf);
+	return 0;
+}
+
+/* Where the connection a packet would create lives: buckets and shards of both tuples. */
+static PyObject *Engine_placement(EngineObject *self, PyObject *data)
+{
+	struct fwd_engine *e = self->engine;
+	struct fwd_pkt p;
+	struct fwd_tuple reply;
+	uint32_t b0, b1;
+
+	if (check_ready(self) || tuple_arg(data, &p))
+		return NULL;
+	if (p.kind != FWD_PKT_TRACKED) {
+		PyErr_SetString(PyExc_ValueError, "packet has no connection tuple");
+		return NULL;
+	}
+	fwd_tuple_invert(&p.tuple, &reply);
+	b0 = fwd_ct_bucket(&e->ct, &p.tuple);
+	b1 = fwd_ct_bucket(&e->ct, &reply);
+	return Py_BuildValue("{s:k,s:k,s:k,s:k}", "bucket", (unsigned long)b0, "reply_bucket",
+			     (unsigned long)b1, "shard", (unsigned long)(b0 & e->ct.shard_mask),
+			     "reply_shard", (unsigned long)(b1 & e->ct.shard_mask));
+}
+
+static PyObject *Engine_timeouts_default(PyObject *Py_UNUSED(cls), PyObject *Py_UNUSED(ignored))
+{
+	PyObject *d = PyDict_New();
+
+	for (int i = 0; d && i < FWD_TO_COUNT; i++) {
+		PyObject *v = PyFloat_FromDouble(fwd_timeout_defaults[i]);
+
+		if (!v || PyDict_SetItemString(d, fwd_timeout_names[i], v)) {
+			Py_XDECREF(v);
+			Py_CLEAR(d);
+			break;
+		}
+		Py_DECREF(v);
+	}
+	return d;
+}
+
+static PyObject *tuple_dict(const struct fwd_tuple *t)
+{
+	return Py_BuildValue("{s:i,s:i,s:N,s:N,s:i,s:i}", "family", t->family, "proto", t->proto,
+			     "src", addr_str(t, &t->src), "dst", addr_str(t, &t->dst), "sport",
+			     t->sport, "dport", t->dport);
+}
+
+static const char *const kind_names[] = { "tracked", "icmp_error", "untracked", "invalid" };
+static const char *const error_names[] = { NULL, "truncated", "malformed", "fragment" };
+
+/* parse_packet(data) -> dict: what the parser makes of one packet (for tests and tools). */
+static PyObject *mod_parse_packet(PyObject *Py_UNUSED(m), PyObject *data)
+{
+	struct fwd_pkt p;
+	PyObject *d;
+
+	if (tuple_arg(data, &p))
+		return NULL;
+	d = Py_BuildValue("{s:s}", "kind", kind_names[p.kind]);
+	if (!d)
+		return NULL;
+	if (p.kind == FWD_PKT_INVALID) {
+		PyObject *e = PyUnicode_FromString(error_names[p.error]);
+
+		if (!e || PyDict_SetItemString(d, "error", e)) {
+			Py_XDECREF(e);
+			Py_DECREF(d);
+			return NULL;
+		}
+		Py_DECREF(e);
+	}
+	if (p.l3_parsed) {
+		PyObject *t = tuple_dict(&p.tuple);
+
+		if (!t || PyDict_SetItemString(d, "tuple", t)) {
+			Py_XDECREF(t);
+			Py_DECREF(d);
+			return NULL;
+		}
+		Py_DECREF(t);
+	}
+	if (p.kind == FWD_PKT_ICMP_ERROR) {
+		PyObject *t = tuple_dict(&p.inner);
+
+		if (!t || PyDict_SetItemString(d, "inner", t)) {
+			Py_XDECREF(t);
+			Py_DECREF(d);
+			return NULL;
+		}
+		Py_DECREF(t);
+	}
+	return d;
+}
+
+static PyMethodDef Engine_methods[] = {
+	{ "set_policy", (PyCFunction)(void (*)(void))Engine_set_policy, METH_VARARGS | METH_KEYWORDS,
+	  "set_policy(rules, default_verdict, default_mark=-1): swap the compiled policy" },
+	{ "process", (PyCFunction)(void (*)(void))Engine_process, METH_VARARGS | METH_KEYWORDS,
+	  "process(packets, now, worker=0) -> [(verdict, mark, state, rule)]" },
+	{ "gc", (PyCFunction)(void (*)(void))Engine_gc, METH_VARARGS | METH_KEYWORDS,
+	  "gc(now, budget=4096) -> entries removed" },
+	{ "flush", (PyCFunction)Engine_flush, METH_NOARGS, "flush() -> entries removed" },
+	{ "connections", (PyCFunction)Engine_connections, METH_VARARGS,
+	  "connections(now) -> [dict]: snapshot of the table" },
+	{ "stats", (PyCFunction)Engine_stats, METH_NOARGS, "stats() -> dict: one snapshot" },
+	{ "stress", (PyCFunction)(void (*)(void))Engine_stress, METH_VARARGS | METH_KEYWORDS,
+	  "stress(threads, conns, rounds=1) -> dict: multi-threaded table exerciser" },
+	{ "placement", (PyCFunction)Engine_placement, METH_O,
+	  "placement(packet) -> buckets and shards of the packet's tuple and its reply" },
+	{ "timeouts_default", (PyCFunction)Engine_timeouts_default, METH_NOARGS | METH_STATIC,
+	  "default timeouts in seconds" },
+	{ NULL },
+};
+
+static PyTypeObject EngineType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "fwd._core.Engine",
+	.tp_doc = "Conntrack table + stateful policy; decides packets in batches.",
+	.tp_basicsize = sizeof(EngineObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)Engine_init,
+	.tp_dealloc = (destructor)Engine_dealloc,
+	.tp_methods = Engine_methods,
+};
+
+static PyMethodDef module_methods[] = {
+	{ "parse_packet", mod_parse_packet, METH_O, "parse_packet(data) -> dict" },
+	{ NULL },
+};
+
+static struct PyModuleDef core_module = {
+	PyModuleDef_HEAD_INIT, .m_name = "fwd._core", .m_doc = "fwd's C core", .m_size = -1,
+	.m_methods = module_methods,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+	PyObject *m, *names;
+
+	if (PyType_Ready(&EngineType) < 0)
+		return NULL;
+	m = PyModule_Create(&core_module);
+	if (!m)
+		return NULL;
+	names = Py_BuildValue("(sssss)", state_names[0], state_names[1], state_names[2],
+			      state_names[3], state_names[4]);
+	if (PyModule_AddObjectRef(m, "Engine", (PyObject *)&EngineType) < 0 ||
+	    PyModule_AddIntConstant(m, "VERDICT_DROP", FWD_DROP) < 0 ||
+	    PyModule_AddIntConstant(m, "VERDICT_ACCEPT", FWD_ACCEPT) < 0 ||
+	    PyModule_AddIntConstant(m, "STATE_NEW", FWD_STATE_NEW) < 0 ||
+	    PyModule_AddIntConstant(m, "STATE_ESTABLISHED", FWD_STATE_ESTABLISHED) < 0 ||
+	    PyModule_AddIntConstant(m, "STATE_RELATED", FWD_STATE_RELATED) < 0 ||
+	    PyModule_AddIntConstant(m, "STATE_INVALID", FWD_STATE_INVALID) < 0 ||
+	    PyModule_AddIntConstant(m, "STATE_UNTRACKED", FWD_STATE_UNTRACKED) < 0 ||
+	    PyModule_AddIntConstant(m, "MAX_WORKERS", FWD_MAX_WORKERS) < 0 ||
+	    !names || PyModule_AddObject(m, "STATE_NAMES", names) < 0) {
+		Py_XDECREF(names);
+		Py_DECREF(m);
+		return NULL;
+	}
+	return m;
+}

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The conntrack table: a hash table whose buckets are guarded by a smaller power-of-two array of
+ * shard locks (bucket b is guarded by shard b & shard_mask).  Each connection is linked twice,
+ * under its original and its reply tuple, which may hash to different shards.
+ *
+ * Locking rules:
+ *  - a bucket chain is read or changed only under its shard lock;
+ *  - linking or unlinking a connection takes both of its shard locks in ascending index order
+ *    (one lock when they coincide), so two threads can never wait on each other (no ABBA);
+ *  - a connection's mutable tracking state (proto state, packet counts) is guarded by its *home*
+ *    shard, the shard of its original-direction bucket;
+ *  - `expires` and `status` are read without the home lock (by lookups through the reply tuple,
+ *    by GC), so they are accessed atomically;
+ *  - memory is kept alive by a reference count: the table holds one reference from confirm to
+ *    kill, and every lookup returns a new one.
+ */
+#ifndef FWD_CT_H
+#define FWD_CT_H
+
+#include "fwd_lock.h"
+#include "fwd_packet.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum fwd_dir { FWD_DIR_ORIG = 0, FWD_DIR_REPLY = 1 };
+
+/* status bits */
+#define FWD_CT_SEEN_REPLY 0x1u /* a packet went in the reply direction */
+#define FWD_CT_ASSURED 0x2u    /* proved two-way; not early-dropped */
+#define FWD_CT_CONFIRMED 0x4u  /* linked in the table */
+#define FWD_CT_DYING 0x8u      /* being removed; invisible to lookups */
+
+struct fwd_ct_node {
+	struct fwd_ct_node *next;
+	struct fwd_tuple tuple;
+	uint8_t dir; /* which of its connection's two nodes this is */
+};
+
+struct fwd_ct {
+	struct fwd_ct_node node[2]; /* [FWD_DIR_ORIG], [FWD_DIR_REPLY] */
+	uint64_t expires;           /* caller's clock, ns; atomic */
+	uint32_t refcnt;            /* atomic */
+	uint32_t status;            /* FWD_CT_* bits; atomic */
+	uint32_t bucket[2];         /* bucket of node[0] and node[1] */
+	uint32_t packets[2];        /* home shard */
+	uint8_t proto_state;        /* home shard: e.g. the TCP state */
+};
+
+struct fwd_ct_table {
+	struct fwd_ct_node **buckets; /* heads; written under the shard lock, peeked atomically */
+	struct fwd_lock *shards;
+	uint32_t bucket_mask;
+	uint32_t shard_mask;
+	uint32_t max_entries;
+	uint32_t count;     /* atomic; a soft cap: concurrent confirms may pass it by one each */
+	uint32_t gc_cursor; /* atomic */
+	uint64_t seed;
+	uint64_t early_drops; /* atomic */
+	uint64_t gc_removed;  /* atomic */
+	uint64_t deleted;     /* atomic: every kill, whatever the reason */
+};
+
+int fwd_ct_table_init(struct fwd_ct_table *t, uint32_t nbuckets, uint32_t nshards,
+		      uint32_t max_entries, uint64_t seed);
+/* Frees every entry.  Locking: caller guarantees no other user. */
+void fwd_ct_table_destroy(struct fwd_ct_table *t);
+
+static inline uint32_t fwd_ct_bucket(const struct fwd_ct_table *t, const struct fwd_tuple *tu)
+{
+	return fwd_tuple_hash(tu, t->seed) & t->bucket_mask;
+}
+
+static inline struct fwd_lock *fwd_ct_shard(const struct fwd_ct_table *t, uint32_t bucket)
+{
+	return &t->shards[bucket & t->shard_mask];
+}
+
+static inline struct fwd_lock *fwd_ct_home(const struct fwd_ct_table *t, const struct fwd_ct *ct)
+{
+	return fwd_ct_shard(t, ct->bucket[FWD_DIR_ORIG]);
+}
+
+static inline uint32_t fwd_ct_status(const struct fwd_ct *ct)
+{
+	return __atomic_load_n(&ct->status, __ATOMIC_ACQUIRE);
+}
+
+static inline void fwd_ct_set_status(struct fwd_ct *ct, uint32_t bits)
+{
+	__atomic_fetch_or(&ct->status, bits, __ATOMIC_ACQ_REL);
+}
+
+static inline uint64_t fwd_ct_expires(const struct fwd_ct *ct)
+{
+	return __atomic_load_n(&ct->expires, __ATOMIC_RELAXED);
+}
+
+static inline void fwd_ct_set_expires(struct fwd_ct *ct, uint64_t when)
+{
+	__atomic_store_n(&ct->expires, when, __ATOMIC_RELAXED);
+}
+
+/* A new, unconfirmed connection for `orig` with one reference (the caller's).  Locking: none. */
+struct fwd_ct *fwd_ct_alloc(const struct fwd_ct_table *t, const struct fwd_tuple *orig);
+/* Drops a reference; frees on the last.  Locking: none. */
+void fwd_ct_put(struct fwd_ct *ct);
+
+/* Looks up `tu`.  On success returns the connection with a new reference, *dir set, and its home
+ * shard lock HELD (the caller updates tracking state, then fwd_unlock(fwd_ct_home(t, ct))).
+ * An entry found expired at `now` is killed and reported as absent.
+ * Locking: takes the lookup shard, then (if different, after releasing it) the home shard. */
+struct fwd_ct *fwd_ct_find_lock_home(struct fwd_ct_table *t, const struct fwd_tuple *tu,
+				     uint64_t now, int *dir);
+/* Like fwd_ct_find_lock_home but returns without any lock held. */
+struct fwd_ct *fwd_ct_find(struct fwd_ct_table *t, const struct fwd_tuple *tu, uint64_t now,
+			   int *dir);
+
+/* Links an unconfirmed connection into the table (the table takes its own reference).
+ * When full, first early-drops one unassured entry near it.  Returns 0, -EEXIST when either tuple
+ * is already present (a racing insert), or -ENOSPC when full and nothing could be dropped.
+ * Locking: both shard locks of ct, ascending; early drop takes shard locks one at a time first. */
+int fwd_ct_confirm(struct fwd_ct_table *t, struct fwd_ct *ct);
+
+/* Unlinks a confirmed connection and drops the table's reference.  Returns true if this call
+ * removed it, false if someone else already had.  Locking: both shard locks, ascending. */
+bool fwd_ct_kill(struct fwd_ct_table *t, struct fwd_ct *ct);
+
+/* Removes expired entries from up to `budget` buckets after a shared cursor; returns how many.
+ * Locking: one shard lock at a time, then fwd_ct_kill. */
+unsigned fwd_ct_gc(struct fwd_ct_table *t, uint64_t now, unsigned budget);
+
+/* Removes every entry; returns how many. */
+unsigned fwd_ct_flush(struct fwd_ct_table *t);
+
+/* Calls fn(ct, arg) for every connection, under its home shard lock; fn must not take locks.
+ * Locking: one shard lock at a time. */
+void fwd_ct_for_each(struct fwd_ct_table *t, void (*fn)(const struct fwd_ct *ct, void *arg),
+		     void *arg);
+
+static inline uint32_t fwd_ct_count(const struct fwd_ct_table *t)
+{
+	return __atomic_load_n(&t->count, __ATOMIC_RELAXED);
+}
+
+#endif

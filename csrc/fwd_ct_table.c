@@ -1,0 +1,366 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/* The sharded conntrack table.  Locking rules are in fwd_ct.h. */
+#include "fwd_ct.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+
+/* Early drop looks at up to this many buckets (cheap, lock-free peeks) and locks at most
+ * FWD_EARLY_DROP_LOCKED non-empty ones, starting at the new connection's bucket. */
+#define FWD_EARLY_DROP_PEEKS 4096
+#define FWD_EARLY_DROP_LOCKED 8
+/* GC kills at most this many entries found in one bucket per visit. */
+#define FWD_GC_BATCH 32
+
+int fwd_ct_table_init(struct fwd_ct_table *t, uint32_t nbuckets, uint32_t nshards,
+		      uint32_t max_entries, uint64_t seed)
+{
+	if (!nbuckets || (nbuckets & (nbuckets - 1)) || !nshards || (nshards & (nshards - 1)) ||
+	    nshards > nbuckets || !max_entries)
+		return -EINVAL;
+	*t = (struct fwd_ct_table){
+		.bucket_mask = nbuckets - 1,
+		.shard_mask = nshards - 1,
+		.max_entries = max_entries,
+		.seed = seed,
+	};
+	t->buckets = calloc(nbuckets, sizeof(*t->buckets));
+	if (posix_memalign((void **)&t->shards, 64, (size_t)nshards * sizeof(*t->shards)))
+		t->shards = NULL;
+	if (!t->buckets || !t->shards) {
+		free(t->buckets);
+		free(t->shards);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < nshards; i++)
+		fwd_lock_init(&t->shards[i], FWD_LOCK_SHARD, i);
+	return 0;
+}
+
+void fwd_ct_table_destroy(struct fwd_ct_table *t)
+{
+	fwd_ct_flush(t);
+	for (uint32_t i = 0; i <= t->shard_mask; i++)
+		fwd_lock_destroy(&t->shards[i]);
+	free(t->shards);
+	free(t->buckets);
+}
+
+struct fwd_ct *fwd_ct_alloc(const struct fwd_ct_table *t, const struct fwd_tuple *orig)
+{
+	struct fwd_ct *ct = calloc(1, sizeof(*ct));
+
+	if (!ct)
+		return NULL;
+	ct->node[FWD_DIR_ORIG].tuple = *orig;
+	fwd_tuple_invert(orig, &ct->node[FWD_DIR_REPLY].tuple);
+	ct->node[FWD_DIR_REPLY].dir = FWD_DIR_REPLY;
+	ct->bucket[FWD_DIR_ORIG] = fwd_ct_bucket(t, orig);
+	ct->bucket[FWD_DIR_REPLY] = fwd_ct_bucket(t, &ct->node[FWD_DIR_REPLY].tuple);
+	ct->refcnt = 1;
+	return ct;
+}
+
+static void get(struct fwd_ct *ct)
+{
+	__atomic_fetch_add(&ct->refcnt, 1, __ATOMIC_RELAXED);
+}
+
+void fwd_ct_put(struct fwd_ct *ct)
+{
+	if (__atomic_sub_fetch(&ct->refcnt, 1, __ATOMIC_ACQ_REL) == 0)
+		free(ct);
+}
+
+static struct fwd_ct *node_ct(struct fwd_ct_node *n)
+{
+	return (struct fwd_ct *)((char *)(n - n->dir) - offsetof(struct fwd_ct, node));
+}
+
+static struct fwd_ct_node *head(const struct fwd_ct_table *t, uint32_t b)
+{
+	return __atomic_load_n(&t->buckets[b], __ATOMIC_RELAXED);
+}
+
+static void set_head(struct fwd_ct_table *t, uint32_t b, struct fwd_ct_node *n)
+{
+	__atomic_store_n(&t->buckets[b], n, __ATOMIC_RELAXED);
+}
+
+/* Both shard locks of ct, ascending; returns them in *lo and *hi (equal when shared). */
+static void lock_both(struct fwd_ct_table *t, const struct fwd_ct *ct, struct fwd_lock **lo,
+		      struct fwd_lock **hi)
+{
+	struct fwd_lock *a = fwd_ct_shard(t, ct->bucket[0]), *b = fwd_ct_shard(t, ct->bucket[1]);
+
+	*lo = a->index <= b->index ? a : b;
+	*hi = a->index <= b->index ? b : a;
+	fwd_lock(*lo);
+	if (*hi != *lo)
+		fwd_lock(*hi);
+}
+
+static void unlock_both(struct fwd_lock *lo, struct fwd_lock *hi)
+{
+	if (hi != lo)
+		fwd_unlock(hi);
+	fwd_unlock(lo);
+}
+
+/* Locking: caller holds the shard of bucket b. */
+static struct fwd_ct_node *find_locked(struct fwd_ct_table *t, uint32_t b,
+				       const struct fwd_tuple *tu)
+{
+	for (struct fwd_ct_node *n = t->buckets[b]; n; n = n->next)
+		if (fwd_tuple_eq(&n->tuple, tu))
+			return n;
+	return NULL;
+}
+
+/* Locking: caller holds the shard of bucket b. */
+static void unlink_locked(struct fwd_ct_table *t, uint32_t b, struct fwd_ct_node *node)
+{
+	for (struct fwd_ct_node **pp = &t->buckets[b]; *pp; pp = &(*pp)->next) {
+		if (*pp == node) {
+			if (pp == &t->buckets[b])
+				set_head(t, b, node->next);
+			else
+				*pp = node->next;
+			return;
+		}
+	}
+	abort(); /* a confirmed connection is always in both of its buckets */
+}
+
+bool fwd_ct_kill(struct fwd_ct_table *t, struct fwd_ct *ct)
+{
+	struct fwd_lock *lo, *hi;
+
+	if (__atomic_fetch_or(&ct->status, FWD_CT_DYING, __ATOMIC_ACQ_REL) & FWD_CT_DYING)
+		return false;
+	lock_both(t, ct, &lo, &hi);
+	unlink_locked(t, ct->bucket[0], &ct->node[0]);
+	unlink_locked(t, ct->bucket[1], &ct->node[1]);
+	unlock_both(lo, hi);
+	__atomic_fetch_sub(&t->count, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&t->deleted, 1, __ATOMIC_RELAXED);
+	fwd_ct_put(ct);
+	return true;
+}
+
+/* Kill ct (found expired or chosen for eviction) and drop the reference the finder took. */
+static bool kill_and_put(struct fwd_ct_table *t, struct fwd_ct *ct)
+{
+	bool killed = fwd_ct_kill(t, ct);
+
+	fwd_ct_put(ct);
+	return killed;
+}
+
+static bool expired(const struct fwd_ct *ct, uint64_t now)
+{
+	return fwd_ct_expires(ct) <= now;
+}
+
+struct fwd_ct *fwd_ct_find(struct fwd_ct_table *t, const struct fwd_tuple *tu, uint64_t now,
+			   int *dir)
+{
+	uint32_t b = fwd_ct_bucket(t, tu);
+	struct fwd_lock *l = fwd_ct_shard(t, b);
+	struct fwd_ct_node *n;
+	struct fwd_ct *ct = NULL;
+	bool stale = false;
+
+	fwd_lock(l);
+	n = find_locked(t, b, tu);
+	if (n) {
+		ct = node_ct(n);
+		if (fwd_ct_status(ct) & FWD_CT_DYING) {
+			ct = NULL;
+		} else {
+			get(ct);
+			stale = expired(ct, now);
+			*dir = n->dir;
+		}
+	}
+	fwd_unlock(l);
+	if (stale) {
+		kill_and_put(t, ct);
+		ct = NULL;
+	}
+	return ct;
+}
+
+struct fwd_ct *fwd_ct_find_lock_home(struct fwd_ct_table *t, const struct fwd_tuple *tu,
+				     uint64_t now, int *dir)
+{
+	uint32_t b = fwd_ct_bucket(t, tu);
+	struct fwd_lock *l = fwd_ct_shard(t, b), *home;
+	struct fwd_ct_node *n;
+	struct fwd_ct *ct;
+
+	fwd_lock(l);
+	n = find_locked(t, b, tu);
+	if (!n || (fwd_ct_status(node_ct(n)) & FWD_CT_DYING)) {
+		fwd_unlock(l);
+		return NULL;
+	}
+	ct = node_ct(n);
+	get(ct);
+	*dir = n->dir;
+	home = fwd_ct_home(t, ct);
+	if (home != l) {
+		/* Reply direction in another shard: re-take the connection under its home lock. */
+		fwd_unlock(l);
+		fwd_lock(home);
+		if (fwd_ct_status(ct) & FWD_CT_DYING) {
+			fwd_unlock(home);
+			fwd_ct_put(ct);
+			return NULL;
+		}
+	}
+	if (expired(ct, now)) {
+		fwd_unlock(home);
+		kill_and_put(t, ct);
+		return NULL;
+	}
+	return ct;
+}
+
+/* Evict one unassured connection, looking from bucket `start` on.  Locking: one shard at a time. */
+static bool early_drop(struct fwd_ct_table *t, uint32_t start)
+{
+	unsigned locked = 0;
+
+	for (unsigned i = 0; i < FWD_EARLY_DROP_PEEKS && i <= t->bucket_mask &&
+			     locked < FWD_EARLY_DROP_LOCKED; i++) {
+		uint32_t b = (start + i) & t->bucket_mask;
+		struct fwd_lock *l = fwd_ct_shard(t, b);
+		struct fwd_ct *victim = NULL;
+
+		if (!head(t, b))
+			continue;
+		locked++;
+		fwd_lock(l);
+		for (struct fwd_ct_node *n = t->buckets[b]; n; n = n->next) {
+			struct fwd_ct *ct = node_ct(n);
+
+			if (!(fwd_ct_status(ct) & (FWD_CT_ASSURED | FWD_CT_DYING))) {
+				victim = ct;
+				get(ct);
+				break;
+			}
+		}
+		fwd_unlock(l);
+		if (victim && kill_and_put(t, victim)) {
+			__atomic_fetch_add(&t->early_drops, 1, __ATOMIC_RELAXED);
+			return true;
+		}
+	}
+	return false;
+}
+
+int fwd_ct_confirm(struct fwd_ct_table *t, struct fwd_ct *ct)
+{
+	struct fwd_lock *lo, *hi;
+	int err = 0;
+
+	if (fwd_ct_count(t) >= t->max_entries && !early_drop(t, ct->bucket[0]))
+		return -ENOSPC;
+	lock_both(t, ct, &lo, &hi);
+	if (find_locked(t, ct->bucket[0], &ct->node[0].tuple) ||
+	    find_locked(t, ct->bucket[1], &ct->node[1].tuple)) {
+		err = -EEXIST;
+	} else {
+		get(ct); /* the table's reference */
+		fwd_ct_set_status(ct, FWD_CT_CONFIRMED);
+		for (int d = 0; d < 2; d++) {
+			ct->node[d].next = t->buckets[ct->bucket[d]];
+			set_head(t, ct->bucket[d], &ct->node[d]);
+		}
+		__atomic_fetch_add(&t->count, 1, __ATOMIC_RELAXED);
+	}
+	unlock_both(lo, hi);
+	return err;
+}
+
+/* Take a reference on up to `max` connections of bucket b whose home is b and that `pick`
+ * selects.  Locking: takes the shard of b. */
+static unsigned collect(struct fwd_ct_table *t, uint32_t b, uint64_t now, bool all,
+			struct fwd_ct **out, unsigned max)
+{
+	struct fwd_lock *l = fwd_ct_shard(t, b);
+	unsigned n = 0;
+
+	if (!head(t, b))
+		return 0;
+	fwd_lock(l);
+	for (struct fwd_ct_node *node = t->buckets[b]; node && n < max; node = node->next) {
+		struct fwd_ct *ct = node_ct(node);
+
+		if (node->dir != FWD_DIR_ORIG || (fwd_ct_status(ct) & FWD_CT_DYING))
+			continue;
+		if (all || expired(ct, now)) {
+			get(ct);
+			out[n++] = ct;
+		}
+	}
+	fwd_unlock(l);
+	return n;
+}
+
+unsigned fwd_ct_gc(struct fwd_ct_table *t, uint64_t now, unsigned budget)
+{
+	uint32_t start = __atomic_fetch_add(&t->gc_cursor, budget, __ATOMIC_RELAXED);
+	struct fwd_ct *batch[FWD_GC_BATCH];
+	unsigned removed = 0;
+
+	if (budget > t->bucket_mask + 1)
+		budget = t->bucket_mask + 1;
+	for (unsigned i = 0; i < budget; i++) {
+		uint32_t b = (start + i) & t->bucket_mask;
+		unsigned n;
+
+		do {
+			n = collect(t, b, now, false, batch, FWD_GC_BATCH);
+			for (unsigned k = 0; k < n; k++)
+				removed += kill_and_put(t, batch[k]);
+		} while (n == FWD_GC_BATCH);
+	}
+	__atomic_fetch_add(&t->gc_removed, removed, __ATOMIC_RELAXED);
+	return removed;
+}
+
+unsigned fwd_ct_flush(struct fwd_ct_table *t)
+{
+	struct fwd_ct *batch[FWD_GC_BATCH];
+	unsigned removed = 0;
+
+	for (uint32_t b = 0; b <= t->bucket_mask; b++) {
+		unsigned n;
+
+		do {
+			n = collect(t, b, 0, true, batch, FWD_GC_BATCH);
+			for (unsigned k = 0; k < n; k++)
+				removed += kill_and_put(t, batch[k]);
+		} while (n == FWD_GC_BATCH);
+	}
+	return removed;
+}
+
+void fwd_ct_for_each(struct fwd_ct_table *t, void (*fn)(const struct fwd_ct *ct, void *arg),
+		     void *arg)
+{
+	for (uint32_t b = 0; b <= t->bucket_mask; b++) {
+		struct fwd_lock *l = fwd_ct_shard(t, b);
+
+		if (!head(t, b))
+			continue;
+		fwd_lock(l);
+		for (struct fwd_ct_node *n = t->buckets[b]; n; n = n->next)
+			if (n->dir == FWD_DIR_ORIG && !(fwd_ct_status(node_ct(n)) & FWD_CT_DYING))
+				fn(node_ct(n), arg);
+		fwd_unlock(l);
+	}
+}

@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/* Packet parsing.  The only rule: no byte is read before checking it lies inside the packet. */
+#include "fwd_packet.h"
+
+#include <string.h>
+
+#define IPPROTO_HOPOPTS_ 0
+#define IPPROTO_ICMP_ 1
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+#define IPPROTO_ROUTING_ 43
+#define IPPROTO_FRAGMENT_ 44
+#define IPPROTO_AH_ 51
+#define IPPROTO_ICMPV6_ 58
+#define IPPROTO_DSTOPTS_ 60
+#define IPPROTO_UDPLITE_ 136
+
+/* At most this many IPv6 extension headers are walked; more is treated as malformed. */
+#define FWD_MAX_EXTHDRS 8
+
+static inline uint16_t rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+/* Parse the IP header(s) at data[0..len): family, addresses, protocol, L4 offset.
+ * `inner` relaxes the total-length check for packets quoted inside ICMP errors, which are
+ * usually cut short.  Returns 0, or a negative fwd_pkt_error. */
+static int parse_l3(struct fwd_pkt *p, const uint8_t *data, size_t len, bool inner)
+{
+	struct fwd_tuple *t = &p->tuple;
+
+	if (len < 1)
+		return -FWD_PKT_ERR_TRUNCATED;
+	switch (data[0] >> 4) {
+	case 4: {
+		size_t ihl, tot;
+
+		if (len < 20)
+			return -FWD_PKT_ERR_TRUNCATED;
+		ihl = (size_t)(data[0] & 0x0f) * 4;
+		tot = rd16(data + 2);
+		if (ihl < 20 || tot < ihl)
+			return -FWD_PKT_ERR_MALFORMED;
+		if (ihl > len)
+			return -FWD_PKT_ERR_TRUNCATED;
+		if (!inner) {
+			if (tot > len)
+				return -FWD_PKT_ERR_TRUNCATED;
+			len = tot; /* ignore link-layer padding */
+		} else if (tot < len) {
+			len = tot;
+		}
+		t->family = 4;
+		memcpy(t->src.b, data + 12, 4);
+		memcpy(t->dst.b, data + 16, 4);
+		t->proto = data[9];
+		p->l3_parsed = 1;
+		/* Fragment offset != 0: no transport header to read. */
+		if (rd16(data + 6) & 0x1fff)
+			return -FWD_PKT_ERR_FRAGMENT;
+		p->l4off = (uint32_t)ihl;
+		p->l4len = (uint32_t)(len - ihl);
+		return 0;
+	}
+	case 6: {
+		size_t off = 40, payload;
+		uint8_t nexthdr;
+
+		if (len < 40)
+			return -FWD_PKT_ERR_TRUNCATED;
+		payload = rd16(data + 4);
+		if (!inner) {
+			if (payload == 0) /* jumbograms are not supported */
+				return -FWD_PKT_ERR_MALFORMED;
+			if (40 + payload > len)
+				return -FWD_PKT_ERR_TRUNCATED;
+			len = 40 + payload;
+		} else if (40 + payload < len) {
+			len = 40 + payload;
+		}
+		t->family = 6;
+		memcpy(t->src.b, data + 8, 16);
+		memcpy(t->dst.b, data + 24, 16);
+		p->l3_parsed = 1;
+		nexthdr = data[6];
+		for (int i = 0;; i++) {
+			size_t hlen;
+
+			if (nexthdr != IPPROTO_HOPOPTS_ && nexthdr != IPPROTO_ROUTING_ &&
+			    nexthdr != IPPROTO_FRAGMENT_ && nexthdr != IPPROTO_DSTOPTS_ &&
+			    nexthdr != IPPROTO_AH_)
+				break;
+			if (i == FWD_MAX_EXTHDRS)
+				return -FWD_PKT_ERR_MALFORMED;
+			if (off + 8 > len)
+				return -FWD_PKT_ERR_TRUNCATED;
+			if (nexthdr == IPPROTO_FRAGMENT_) {
+				t->proto = data[off]; /* best effort for policy on the invalid packet */
+				if (rd16(data + off + 2) & 0xfff8)
+					return -FWD_PKT_ERR_FRAGMENT;
+				hlen = 8;
+			} else if (nexthdr == IPPROTO_AH_) {
+				hlen = ((size_t)data[off + 1] + 2) * 4;
+			} else {
+				hlen = ((size_t)data[off + 1] + 1) * 8;
+			}
+			if (off + hlen > len)
+				return -FWD_PKT_ERR_TRUNCATED;
+			nexthdr = data[off];
+			off += hlen;
+		}
+		t->proto = nexthdr;
+		p->l4off = (uint32_t)off;
+		p->l4len = (uint32_t)(len - off);
+		return 0;
+	}
+	default:
+		return -FWD_PKT_ERR_MALFORMED;
+	}
+}
+
+static bool icmp_is_error(uint8_t family, uint8_t type)
+{
+	if (family == 4) /* unreachable, source quench, redirect, time exceeded, parameter problem */
+		return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+	return type >= 1 && type <= 4; /* unreachable, too big, time exceeded, parameter problem */
+}
+
+/* Request/reply pairs of informational messages that conntrack follows. */
+static const uint8_t icmp4_pairs[][2] = { { 8, 0 }, { 13, 14 }, { 15, 16 }, { 17, 18 } };
+static const uint8_t icmp6_pairs[][2] = { { 128, 129 }, { 139, 140 } };
+
+int fwd_icmp_reply_type(uint8_t family, uint8_t type)
+{
+	const uint8_t(*pairs)[2] = family == 4 ? icmp4_pairs : icmp6_pairs;
+	size_t n = family == 4 ? sizeof(icmp4_pairs) / 2 : sizeof(icmp6_pairs) / 2;
+
+	for (size_t i = 0; i < n; i++) {
+		if (pairs[i][0] == type)
+			return pairs[i][1];
+		if (pairs[i][1] == type)
+			return pairs[i][0];
+	}
+	return -1;
+}
+
+bool fwd_icmp_is_request(uint8_t family, uint8_t type)
+{
+	const uint8_t(*pairs)[2] = family == 4 ? icmp4_pairs : icmp6_pairs;
+	size_t n = family == 4 ? sizeof(icmp4_pairs) / 2 : sizeof(icmp6_pairs) / 2;
+
+	for (size_t i = 0; i < n; i++)
+		if (pairs[i][0] == type)
+			return true;
+	return false;
+}
+
+/* Fill ports (or ICMP id/type) from the transport header.  `inner` needs only the first 8 bytes,
+ * as ICMP errors quote no more.  Returns 0 or a negative fwd_pkt_error. */
+static int parse_l4(struct fwd_pkt *p, const uint8_t *data, bool inner)
+{
+	struct fwd_tuple *t = &p->tuple;
+	const uint8_t *l4 = data + p->l4off;
+	size_t n = p->l4len;
+
+	switch (t->proto) {
+	case IPPROTO_TCP_:
+		if (n < (inner ? 8 : 20))
+			return -FWD_PKT_ERR_TRUNCATED;
+		t->sport = rd16(l4);
+		t->dport = rd16(l4 + 2);
+		if (!inner) {
+			size_t doff = (size_t)(l4[12] >> 4) * 4;
+
+			if (doff < 20)
+				return -FWD_PKT_ERR_MALFORMED;
+			if (doff > n)
+				return -FWD_PKT_ERR_TRUNCATED;
+			p->tcp_flags = l4[13];
+		}
+		return 0;
+	case IPPROTO_UDP_:
+	case IPPROTO_UDPLITE_:
+		if (n < 8)
+			return -FWD_PKT_ERR_TRUNCATED;
+		t->sport = rd16(l4);
+		t->dport = rd16(l4 + 2);
+		if (!inner && t->proto == IPPROTO_UDP_) {
+			size_t ulen = rd16(l4 + 4);
+
+			if (ulen < 8 || ulen > n)
+				return -FWD_PKT_ERR_MALFORMED;
+		}
+		return 0;
+	case IPPROTO_ICMP_:
+	case IPPROTO_ICMPV6_:
+		if ((t->proto == IPPROTO_ICMP_) != (t->family == 4))
+			return -FWD_PKT_ERR_MALFORMED; /* ICMPv4 over IPv6 or the reverse */
+		if (n < 8)
+			return -FWD_PKT_ERR_TRUNCATED;
+		t->dport = l4[0]; /* type */
+		t->sport = fwd_icmp_reply_type(t->family, l4[0]) >= 0 ? rd16(l4 + 4) : 0; /* echo id */
+		return 0;
+	default:
+		return 0; /* other protocols are tracked by address only */
+	}
+}
+
+int fwd_pkt_parse(struct fwd_pkt *p, const uint8_t *data, size_t len)
+{
+	int err;
+
+	memset(p, 0, sizeof(*p));
+	err = parse_l3(p, data, len, false);
+	if (!err)
+		err = parse_l4(p, data, false);
+	if (err) {
+		p->error = (uint8_t)-err;
+		return p->kind = FWD_PKT_INVALID;
+	}
+	if (p->tuple.proto == IPPROTO_ICMP_ || p->tuple.proto == IPPROTO_ICMPV6_) {
+		uint8_t type = (uint8_t)p->tuple.dport;
+
+		if (icmp_is_error(p->tuple.family, type)) {
+			/* The quoted packet follows the 8-byte ICMP header. */
+			struct fwd_pkt in;
+			const uint8_t *q = data + p->l4off + 8;
+			size_t qlen = p->l4len - 8;
+
+			memset(&in, 0, sizeof(in));
+			err = parse_l3(&in, q, qlen, true);
+			if (!err && in.tuple.family != p->tuple.family)
+				err = -FWD_PKT_ERR_MALFORMED;
+			if (!err)
+				err = parse_l4(&in, q, true);
+			/* An error about an error is never sent (RFC 1122 3.2.2, RFC 4443 2.4). */
+			if (!err && (in.tuple.proto == IPPROTO_ICMP_ || in.tuple.proto == IPPROTO_ICMPV6_) &&
+			    icmp_is_error(in.tuple.family, (uint8_t)in.tuple.dport))
+				err = -FWD_PKT_ERR_MALFORMED;
+			if (err) {
+				p->error = (uint8_t)-err;
+				return p->kind = FWD_PKT_INVALID;
+			}
+			p->inner = in.tuple;
+			return p->kind = FWD_PKT_ICMP_ERROR;
+		}
+		if (fwd_icmp_reply_type(p->tuple.family, type) < 0)
+			return p->kind = FWD_PKT_UNTRACKED; /* e.g. neighbour discovery, router adverts */
+	}
+	return p->kind = FWD_PKT_TRACKED;
+}
+
+void fwd_tuple_invert(const struct fwd_tuple *t, struct fwd_tuple *out)
+{
+	*out = *t;
+	out->src = t->dst;
+	out->dst = t->src;
+	if (t->proto == IPPROTO_ICMP_ || t->proto == IPPROTO_ICMPV6_) {
+		int r = fwd_icmp_reply_type(t->family, (uint8_t)t->dport);
+
+		out->dport = r < 0 ? t->dport : (uint16_t)r;
+	} else {
+		out->sport = t->dport;
+		out->dport = t->sport;
+	}
+}
+
+/* A 64-bit multiply-xorshift mix over the tuple's five words, keyed by the per-process seed so
+ * that remote hosts cannot aim many connections at one bucket. */
+uint32_t fwd_tuple_hash(const struct fwd_tuple *t, uint64_t seed)
+{
+	uint64_t w[5], h = seed ^ 0x9e3779b97f4a7c15ull;
+
+	memcpy(w, t, sizeof(w));
+	for (int i = 0; i < 5; i++) {
+		h ^= w[i];
+		h *= 0xbf58476d1ce4e5b9ull;
+		h ^= h >> 31;
+	}
+	h *= 0x94d049bb133111ebull;
+	h ^= h >> 29;
+	return (uint32_t)(h ^ (h >> 32));
+}

@@ -1,0 +1,5 @@
+import sys
+
+from fwd.cli import main
+
+sys.exit(main())

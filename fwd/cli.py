@@ -1,0 +1,33 @@
+"""The `fwd` command line: one subcommand per module, each module owning its own arguments."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help).  Each module has add_arguments(parser) and main(args) -> int.
+SUBCOMMANDS = {
+    "run": ("fwd.daemon", "run the firewall daemon on NFQUEUE"),
+    "replay": ("fwd.replay", "run the engine offline over a pcap/pcapng capture"),
+    "lab": ("fwd.lab", "build namespaces, run fwd between them, send real traffic, show verdicts"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fwd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return importlib.import_module(args._module).main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

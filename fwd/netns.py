@@ -1,0 +1,106 @@
+"""Three network namespaces in a row: client -- fw -- server.
+
+Used by `fwd lab`, the integration tests and the benchmarks.  Every name is unique per run, the
+firewall namespace routes between two veth links, and `close()` removes the namespaces (and with
+them every veth, rule and route inside) even after a failure.  Nothing is ever configured in the
+caller's own network namespace except creating and deleting these namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+from dataclasses import dataclass
+
+# Addresses live only inside the namespaces created here.
+CLIENT4, FW_IN4 = "10.77.1.2", "10.77.1.1"
+SERVER4, FW_OUT4 = "10.77.2.2", "10.77.2.1"
+CLIENT6, FW_IN6 = "fd77:1::2", "fd77:1::1"
+SERVER6, FW_OUT6 = "fd77:2::2", "fd77:2::1"
+# Interface names inside the namespaces (they only need to be unique per namespace).
+FW_IN_IF, FW_OUT_IF = "fwin", "fwout"
+CLIENT_IF, SERVER_IF = "eth0", "eth0"
+
+
+def _sh(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=check, capture_output=True, text=True)
+
+
+@dataclass
+class Topology:
+    client: str
+    fw: str
+    server: str
+
+    @classmethod
+    def create(cls, prefix: str = "fwd") -> "Topology":
+        tag = f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
+        topo = cls(client=f"{tag}-c", fw=f"{tag}-f", server=f"{tag}-s")
+        try:
+            topo._build()
+        except BaseException:
+            topo.close()
+            raise
+        return topo
+
+    def _build(self) -> None:
+        for ns in (self.client, self.fw, self.server):
+            _sh(["ip", "netns", "add", ns])
+            self.ip(ns, "link", "set", "lo", "up")
+            # No duplicate address detection: addresses are usable at once.
+            for scope in ("all", "default"):
+                self.run(ns, ["sysctl", "-qw", f"net.ipv6.conf.{scope}.accept_dad=0"])
+        _sh(["ip", "link", "add", "name", CLIENT_IF, "netns", self.client, "type", "veth",
+             "peer", "name", FW_IN_IF, "netns", self.fw])
+        _sh(["ip", "link", "add", "name", SERVER_IF, "netns", self.server, "type", "veth",
+             "peer", "name", FW_OUT_IF, "netns", self.fw])
+        links = [
+            (self.client, CLIENT_IF, CLIENT4, CLIENT6, FW_IN4, FW_IN6),
+            (self.server, SERVER_IF, SERVER4, SERVER6, FW_OUT4, FW_OUT6),
+            (self.fw, FW_IN_IF, FW_IN4, FW_IN6, None, None),
+            (self.fw, FW_OUT_IF, FW_OUT4, FW_OUT6, None, None),
+        ]
+        for ns, dev, a4, a6, gw4, gw6 in links:
+            self.ip(ns, "addr", "add", f"{a4}/24", "dev", dev)
+            self.ip(ns, "-6", "addr", "add", f"{a6}/64", "dev", dev, "nodad")
+            self.ip(ns, "link", "set", dev, "up")
+            if gw4:
+                self.ip(ns, "route", "add", "default", "via", gw4)
+                self.ip(ns, "-6", "route", "add", "default", "via", gw6)
+        self.run(self.fw, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        self.run(self.fw, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+
+    # --- running things inside a namespace ---------------------------------------------------
+    def argv(self, ns: str, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", ns, *argv]
+
+    def run(self, ns: str, argv: list[str], check: bool = True, timeout: float = 30,
+            **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        return subprocess.run(self.argv(ns, argv), check=check, timeout=timeout, **kw)
+
+    def popen(self, ns: str, argv: list[str], **kw) -> subprocess.Popen:
+        return subprocess.Popen(self.argv(ns, argv), **kw)
+
+    def ip(self, ns: str, *args: str) -> None:
+        _sh(["ip", "-n", ns, *args])
+
+    def close(self) -> None:
+        """Delete the namespaces; processes still inside them are killed first (by PID)."""
+        for ns in (self.client, self.fw, self.server):
+            pids = _sh(["ip", "netns", "pids", ns], check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            _sh(["ip", "netns", "del", ns], check=False)
+
+    def __enter__(self) -> "Topology":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
