@@ -228,16 +228,17 @@ struct fwd_ct *fwd_ct_find_lock_home(struct fwd_ct_table *t, const struct fwd_tu
 	return ct;
 }
 
-/* Evict one unassured connection, looking from bucket `start` on.  Locking: one shard at a time. */
+/* Evict the unassured connection closest to expiry among those in the first few non-empty
+ * buckets from `start` on.  Locking: one shard at a time. */
 static bool early_drop(struct fwd_ct_table *t, uint32_t start)
 {
+	struct fwd_ct *victim = NULL;
 	unsigned locked = 0;
 
 	for (unsigned i = 0; i < FWD_EARLY_DROP_PEEKS && i <= t->bucket_mask &&
 			     locked < FWD_EARLY_DROP_LOCKED; i++) {
 		uint32_t b = (start + i) & t->bucket_mask;
 		struct fwd_lock *l = fwd_ct_shard(t, b);
-		struct fwd_ct *victim = NULL;
 
 		if (!head(t, b))
 			continue;
@@ -246,17 +247,19 @@ static bool early_drop(struct fwd_ct_table *t, uint32_t start)
 		for (struct fwd_ct_node *n = t->buckets[b]; n; n = n->next) {
 			struct fwd_ct *ct = node_ct(n);
 
-			if (!(fwd_ct_status(ct) & (FWD_CT_ASSURED | FWD_CT_DYING))) {
-				victim = ct;
-				get(ct);
-				break;
-			}
+			if ((fwd_ct_status(ct) & (FWD_CT_ASSURED | FWD_CT_DYING)) || ct == victim ||
+			    (victim && fwd_ct_expires(ct) >= fwd_ct_expires(victim)))
+				continue;
+			get(ct);
+			if (victim)
+				fwd_ct_put(victim); /* never the last reference: the table holds one */
+			victim = ct;
 		}
 		fwd_unlock(l);
-		if (victim && kill_and_put(t, victim)) {
-			__atomic_fetch_add(&t->early_drops, 1, __ATOMIC_RELAXED);
-			return true;
-		}
+	}
+	if (victim && kill_and_put(t, victim)) {
+		__atomic_fetch_add(&t->early_drops, 1, __ATOMIC_RELAXED);
+		return true;
 	}
 	return false;
 }

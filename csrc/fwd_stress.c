@@ -4,11 +4,13 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct worker {
 	struct fwd_ct_table *t;
+	const int *go; /* all threads begin together, so that they really overlap */
 	unsigned id, nthreads, conns, rounds;
 	struct fwd_stress_result r;
 };
@@ -36,6 +38,8 @@ static void *run(void *arg)
 	struct fwd_ct **cts = calloc(w->conns, sizeof(*cts));
 	uint64_t now = 1;
 
+	while (!__atomic_load_n(w->go, __ATOMIC_ACQUIRE))
+		sched_yield();
 	if (!cts)
 		return NULL;
 	for (unsigned round = 0; round < w->rounds; round++) {
@@ -100,8 +104,9 @@ int fwd_stress_run(struct fwd_ct_table *t, unsigned threads, unsigned conns, uns
 {
 	struct worker *ws = calloc(threads, sizeof(*ws));
 	pthread_t *tids = calloc(threads, sizeof(*tids));
+	int go = 0;
 	unsigned started = 0;
-	uint64_t t0 = fwd_now_ns();
+	uint64_t t0;
 	int err = 0;
 
 	memset(res, 0, sizeof(*res));
@@ -111,14 +116,16 @@ int fwd_stress_run(struct fwd_ct_table *t, unsigned threads, unsigned conns, uns
 		return ws && tids ? -EINVAL : -ENOMEM;
 	}
 	for (unsigned i = 0; i < threads; i++) {
-		ws[i] = (struct worker){ .t = t, .id = i, .nthreads = threads, .conns = conns,
-					 .rounds = rounds };
+		ws[i] = (struct worker){ .t = t, .go = &go, .id = i, .nthreads = threads,
+					 .conns = conns, .rounds = rounds };
 		if (pthread_create(&tids[i], NULL, run, &ws[i])) {
 			err = -EAGAIN;
 			break;
 		}
 		started++;
 	}
+	t0 = fwd_now_ns();
+	__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
 	for (unsigned i = 0; i < started; i++) {
 		pthread_join(tids[i], NULL);
 #define ADD(f) res->f += ws[i].r.f

@@ -1,0 +1,248 @@
+"""The conntrack engine on its own: TCP transitions, UDP/ICMP tracking, RELATED ICMP errors,
+timeouts on the caller's clock, GC, the size cap with early drop, and concurrency."""
+
+import threading
+
+import pytest
+
+from fwd import _core
+from tests.pkt import C4, C6, S4, S6, batch, echo, port_unreachable, tcp, udp
+
+NEW, EST, REL, INV = (_core.STATE_NEW, _core.STATE_ESTABLISHED, _core.STATE_RELATED,
+                      _core.STATE_INVALID)
+NAMES = {NEW: "new", EST: "established", REL: "related", INV: "invalid"}
+
+
+def engine(**kw):
+    kw.setdefault("shards", 16)
+    kw.setdefault("buckets", 64)
+    return _core.Engine(**kw)
+
+
+def states(e, packets, now=1.0):
+    return [NAMES[r[2]] for r in e.process(batch(*packets), now)]
+
+
+def conn(e, now=1.0):
+    (c,) = e.connections(now)
+    return c
+
+
+# --- TCP: each case is a packet sequence, 'o' = client->server, 'r' = server->client, with the
+# per-packet state the policy sees and the connection state after the last packet.
+def seg(direction, flags, family=4):
+    c, s = (C4, S4) if family == 4 else (C6, S6)
+    return tcp(c, s, 40000, 80, flags) if direction == "o" else tcp(s, c, 80, 40000, flags)
+
+
+TCP_CASES = [
+    ("handshake", "o:S r:SA o:A", "new established established", "ESTABLISHED"),
+    ("syn retransmitted", "o:S o:S", "new new", "SYN_SENT"),
+    ("syn-ack retransmitted", "o:S r:SA r:SA", "new established established", "SYN_RECV"),
+    ("active close", "o:S r:SA o:A o:FA r:A r:FA o:A",
+     "new established established established established established established", "TIME_WAIT"),
+    ("passive close", "o:S r:SA o:A r:FA o:A o:FA r:A",
+     "new established established established established established established", "TIME_WAIT"),
+    ("reset", "o:S r:SA o:A r:R", "new established established established", "CLOSE"),
+    ("refused", "o:S r:RA", "new established", "CLOSE"),
+    ("simultaneous open", "o:S r:S", "new established", "SYN_SENT2"),
+    ("syn-ack from initiator", "o:S o:SA", "new invalid", "SYN_SENT"),
+    ("data before handshake", "o:S o:A", "new invalid", "SYN_SENT"),
+    ("syn+fin", "o:S o:SF", "new invalid", "SYN_SENT"),
+    ("fin without ack", "o:S r:SA o:A o:F", "new established established invalid", "ESTABLISHED"),
+    ("no flags", "o:S r:SA o:A r:", "new established established invalid", "ESTABLISHED"),
+    ("reopen after close", "o:S r:SA o:A r:R o:S", "new established established established new",
+     "SYN_SENT"),
+]
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("name,seq,want,final", TCP_CASES, ids=[c[0] for c in TCP_CASES])
+def test_tcp_transitions(family, name, seq, want, final):
+    e = engine()
+    packets = [seg(*step.split(":"), family=family) for step in seq.split()]
+    assert states(e, packets) == want.split()
+    c = conn(e)
+    assert c["state"] == final
+    assert c["proto"] == 6 and c["family"] == family
+
+
+@pytest.mark.parametrize("flags", ["A", "SA", "FA", "R", "RA", "SF", ""])
+def test_tcp_only_a_syn_creates_a_connection(flags):
+    e = engine()
+    assert states(e, [seg("o", flags)]) == ["invalid"]
+    assert e.connections(1.0) == []
+    assert e.stats()["ct"]["invalid_state"] == 1
+
+
+def test_assured_only_after_the_handshake_completes():
+    e = engine()
+    states(e, [seg("o", "S"), seg("r", "SA")])
+    assert not conn(e)["assured"]
+    states(e, [seg("o", "A")])
+    assert conn(e)["assured"]
+
+
+def test_tcp_timeouts_follow_state():
+    e = engine(timeouts={"tcp_syn_sent": 5, "tcp_established": 100, "tcp_time_wait": 7})
+    states(e, [seg("o", "S")], now=10)
+    assert conn(e, 10)["timeout"] == pytest.approx(5)
+    states(e, [seg("r", "SA"), seg("o", "A")], now=11)
+    assert conn(e, 11)["timeout"] == pytest.approx(100)
+    states(e, [seg("o", "FA"), seg("r", "FA"), seg("o", "A")], now=12)
+    assert conn(e, 12)["timeout"] == pytest.approx(7)
+    assert _core.Engine.timeouts_default()["tcp_established"] == 432000
+
+
+@pytest.mark.parametrize("c,s", [(C4, S4), (C6, S6)])
+def test_udp_reply_is_established_and_extends_timeout(c, s):
+    e = engine()
+    assert states(e, [udp(c, s, 5000, 53)], now=1) == ["new"]
+    assert conn(e, 1)["state"] == "UNREPLIED" and conn(e, 1)["timeout"] == pytest.approx(30)
+    assert states(e, [udp(s, c, 53, 5000)], now=2) == ["established"]
+    got = conn(e, 2)
+    assert (got["state"], got["assured"], got["timeout"]) == ("REPLIED", True, pytest.approx(120))
+    assert states(e, [udp(c, s, 5000, 53)], now=3) == ["established"]
+
+
+def test_udp_unreplied_expires_on_the_callers_clock():
+    e = engine()
+    states(e, [udp(C4, S4, 5000, 53)], now=100)
+    assert states(e, [udp(S4, C4, 53, 5000)], now=129.9) == ["established"]
+    e = engine()
+    states(e, [udp(C4, S4, 5000, 53)], now=100)
+    # 30 s later the flow is gone: the "reply" starts a connection of its own.
+    assert states(e, [udp(S4, C4, 53, 5000)], now=130.1) == ["new"]
+    (c,) = e.connections(130.1)
+    assert (c["src"], c["sport"]) == (S4, 53)
+
+
+@pytest.mark.parametrize("c,s", [(C4, S4), (C6, S6)])
+def test_icmp_echo_by_id(c, s):
+    e = engine()
+    assert states(e, [echo(c, s, 7), echo(s, c, 7, reply=True)]) == ["new", "established"]
+    assert states(e, [echo(s, c, 8, reply=True)]) == ["invalid"]  # reply nobody asked for
+    assert states(e, [echo(s, c, 7)]) == ["new"]  # a request the other way is its own flow
+    assert len(e.connections(1.0)) == 2
+
+
+@pytest.mark.parametrize("c,s", [(C4, S4), (C6, S6)])
+def test_icmp_error_for_tracked_flow_is_related(c, s):
+    e = engine()
+    request = udp(c, s, 5000, 5001)
+    assert states(e, [request]) == ["new"]
+    assert states(e, [port_unreachable(request, s, c)]) == ["related"]
+    unknown = udp(c, s, 5000, 9999)
+    assert states(e, [port_unreachable(unknown, s, c)]) == ["invalid"]
+    assert e.stats()["ct"]["related"] == 1
+
+
+def test_icmp_error_from_a_router_for_a_tcp_flow_is_related():
+    e = engine()
+    syn = seg("o", "S")
+    states(e, [syn])
+    from scapy.all import ICMP, IP, raw
+    ttl_exceeded = raw(IP(src="10.9.9.9", dst=C4) / ICMP(type=11, code=0) / syn[:28])
+    assert states(e, [ttl_exceeded]) == ["related"]
+
+
+def test_gc_removes_only_expired_entries():
+    e = engine(buckets=256)
+    states(e, [udp(C4, S4, 1000 + i, 53) for i in range(50)], now=0)
+    states(e, [seg("o", "S")], now=0)  # SYN_SENT: 120 s
+    assert e.gc(10, budget=256) == 0
+    assert e.gc(31, budget=256) == 50
+    assert [c["proto"] for c in e.connections(31)] == [6]
+    assert e.stats()["gc_removed"] == 50 and e.stats()["entries"] == 1
+
+
+def test_gc_is_incremental():
+    e = engine(buckets=256)
+    states(e, [udp(C4, S4, 1000 + i, 53) for i in range(100)], now=0)
+    removed = [e.gc(60, budget=64) for _ in range(4)]
+    assert sum(removed) == 100 and all(r < 100 for r in removed)
+
+
+def test_full_table_early_drops_an_unassured_entry():
+    e = engine(shards=16, buckets=16, max_entries=4)
+    states(e, [udp(C4, S4, 1000 + i, 53) for i in range(4)], now=1)
+    assert states(e, [udp(C4, S4, 2000, 53)], now=2) == ["new"]
+    r = e.process(batch(udp(C4, S4, 2001, 53)), 3)
+    assert r[0][0] == _core.VERDICT_ACCEPT
+    st = e.stats()
+    assert st["entries"] == 4 and st["early_drop"] == 2
+    # The victims are the entries closest to expiry: the oldest ones.
+    assert {c["sport"] for c in e.connections(3)} >= {2000, 2001}
+
+
+def test_full_table_of_assured_entries_drops_new_connections():
+    e = engine(shards=16, buckets=16, max_entries=4)
+    for i in range(4):
+        states(e, [udp(C4, S4, 1000 + i, 53), udp(S4, C4, 53, 1000 + i)])
+    (r,) = e.process(batch(udp(C4, S4, 2000, 53)), 1.0)
+    assert (r[0], r[2]) == (_core.VERDICT_DROP, NEW)
+    st = e.stats()
+    assert st["ct"]["drop"] == 1 and st["entries"] == 4 and st["early_drop"] == 0
+    # Existing flows keep working.
+    assert states(e, [udp(S4, C4, 53, 1000)]) == ["established"]
+
+
+def test_concurrent_insert_lookup_delete_across_shards():
+    e = _core.Engine(shards=1024, buckets=65536)
+    r = e.stress(threads=4, conns=4000, rounds=3)
+    assert r["inserted"] == 4 * 4000 * 3 and r["insert_failed"] == 0
+    assert r["found_orig"] == r["found_reply"] == r["inserted"]
+    assert r["missing"] == 0 and r["killed"] == r["inserted"]
+    assert r["cross_shard"] > 0.99 * r["inserted"]
+    st = e.stats()
+    assert st["entries"] == 0 and st["delete"] == r["inserted"]
+    lock = st["locks"]["shard"]
+    # Per op: 2 locks to insert, 1 per lookup, 2 to delete (fewer when both tuples share a shard).
+    assert r["lookups"] + 2 * r["inserted"] <= lock["acquisitions"] <= r["lookups"] + 4 * r["inserted"]
+    assert lock["acquisitions"] >= lock["contended"]
+    assert lock["count"] == 1024 and sum(lock["wait_hist"]) == lock["contended"]
+
+
+def test_python_threads_process_batches_in_parallel_workers():
+    e = _core.Engine(shards=64, buckets=1024, max_entries=100000)
+    errors = []
+
+    def worker(w):
+        try:
+            for rnd in range(20):
+                flows = [udp(f"10.{w}.{rnd}.{i}", S4, 1000, 53) for i in range(50)]
+                replies = [udp(S4, f"10.{w}.{rnd}.{i}", 53, 1000) for i in range(50)]
+                assert {r[2] for r in e.process(batch(*flows), 1.0, worker=w)} == {NEW}
+                assert {r[2] for r in e.process(batch(*replies), 1.0, worker=w)} == {EST}
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    st = e.stats()
+    assert st["entries"] == 4 * 20 * 50 == st["ct"]["insert"]
+    assert st["ct"]["packets"] == 2 * st["entries"] and st["ct"]["found"] == st["entries"]
+
+
+def test_a_worker_slot_is_used_by_one_thread_at_a_time():
+    e = engine()
+    with pytest.raises(ValueError):
+        e.process([], 1.0, worker=_core.MAX_WORKERS)
+
+
+def test_flush_empties_the_table():
+    e = engine()
+    states(e, [udp(C4, S4, 1, 2), seg("o", "S")])
+    assert e.flush() == 2 and e.connections(1.0) == []
+
+
+@pytest.mark.parametrize("bad", [dict(shards=3), dict(buckets=100), dict(shards=128, buckets=64),
+                                 dict(max_entries=0), dict(timeouts={"tcp_nope": 1}),
+                                 dict(timeouts={"udp": -1})])
+def test_bad_engine_parameters_raise(bad):
+    with pytest.raises(ValueError):
+        _core.Engine(**bad)
