@@ -1,0 +1,364 @@
+"""fwd configuration: one TOML file -> frozen dataclasses.
+
+`load(path)` reads a file, `parse(data, source)` checks an already decoded dict.  Every problem is
+a ConfigError whose key names the exact place ("conntrack.shards", "policy.rule[2].dport",
+"queue.hooks[1]"; rule indexes are 0-based) and whose message says what is allowed.  Unknown
+sections and keys are errors; missing ones take the defaults of the dataclasses below.
+Nothing here touches the engine: fwd.engine turns a Config into engine calls.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+EXIT_CONFIG = 78  # EX_CONFIG (sysexits.h): exit status for a bad configuration
+
+# Conntrack timeouts the engine knows (seconds); [conntrack.timeouts] may override any of them.
+TIMEOUT_KEYS = (
+    "tcp_syn_sent", "tcp_syn_recv", "tcp_established", "tcp_fin_wait", "tcp_close_wait",
+    "tcp_last_ack", "tcp_time_wait", "tcp_close", "udp", "udp_stream", "icmp", "generic",
+)
+STATE_NAMES = ("new", "established", "related", "invalid", "untracked")  # as _core.STATE_NAMES
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+PORT_PROTOCOLS = (6, 17)  # the only protocols a rule may name ports for
+HOOKS = ("INPUT", "FORWARD", "OUTPUT")
+VERDICTS = ("accept", "drop")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+MAX_SHARDS = 1 << 16
+MAX_BUCKETS = 1 << 24
+MAX_SECONDS = 365 * 86400  # upper bound for any interval or timeout: catches unit mistakes
+MAX_U32 = 0xFFFFFFFF
+# Names the daemon's own iptables chain must not take: creating, flushing or deleting "its" chain
+# would then hit a built-in chain or fail.
+RESERVED_CHAINS = ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING",
+                   "ACCEPT", "DROP", "QUEUE", "RETURN")
+_CHAIN_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,27}")  # iptables: at most 28 characters
+_IFNAME_RE = re.compile(r"[^/:\s]+")  # Linux: no '/', ':' or space, IFNAMSIZ - 1 bytes at most
+_RANGE_RE = re.compile(r"([0-9]+)-([0-9]+)")
+_PROTO_FAMILY = {1: 4, 58: 6}  # protocols that exist for one IP family only (icmp, icmpv6)
+
+
+class ConfigError(Exception):
+    """A configuration problem; `key` names where it is ("policy.rule[2].dport" or "(file)")."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ConntrackConfig:
+    shards: int = 1024           # lock shards, power of two
+    buckets: int = 65536         # hash buckets, power of two, >= shards
+    max_entries: int = 262144    # table size cap
+    gc_interval: float = 1.0     # seconds between incremental GC passes
+    # Overrides of the engine's default timeouts (seconds), read-only; keys from TIMEOUT_KEYS.
+    timeouts: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    num: int = 0                            # NFQUEUE number
+    install_rules: bool = False             # the daemon adds (and removes) its iptables rules
+    bypass: bool = True                     # --queue-bypass: packets pass while nobody listens
+    hooks: tuple[str, ...] = ("FORWARD",)   # built-in chains that jump to `chain`
+    chain: str = "FWD"                      # the daemon's own iptables chain
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """One policy rule, checked; None / () means "any"."""
+
+    name: str
+    verdict: str                             # "accept" | "drop"
+    ct_state: tuple[str, ...] = ()           # names from STATE_NAMES
+    proto: int | None = None                 # IP protocol number
+    family: int | None = None                # 4 | 6, also when implied by src/dst
+    src: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    dst: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    sport: tuple[int, int] | None = None     # inclusive range
+    dport: tuple[int, int] | None = None
+    iif: str | None = None                   # interface names, resolved by fwd.engine
+    oif: str | None = None
+    mark: int | None = None                  # None = leave the packet mark alone
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    default: str = "drop"                    # verdict when no rule matches
+    default_mark: int | None = None
+    rules: tuple[RuleConfig, ...] = ()       # first match wins
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    conntrack: ConntrackConfig = field(default_factory=ConntrackConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    path: str | None = None                  # where it was read from
+
+
+def load(path: str | os.PathLike) -> Config:
+    """Read and check a TOML config file."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError("(file)", f"cannot read {path}: {e.strerror or e}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError("(file)", f"{path} is not valid TOML: {e}") from None
+    return parse(data, path)
+
+
+def parse(data: dict[str, Any], source: str | None = None) -> Config:
+    """Check a decoded TOML document; `source` is recorded as Config.path."""
+    sections = _read(data, "", {"conntrack": _conntrack, "queue": _queue, "policy": _policy,
+                                "log": _log}, what="section")
+    return Config(**sections, path=source)
+
+
+def _read(data: Any, prefix: str, checks: dict[str, Callable[[Any, str], Any]],
+          what: str = "key") -> dict[str, Any]:
+    """Check one TOML table: a key not in `checks` is an error, the others go through their
+    check(value, full key).  Returns {name: checked value} for the keys present."""
+    if not isinstance(data, dict):
+        raise ConfigError(prefix, f"must be a table, got {_show(data)}")
+    out = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in checks:
+            raise ConfigError(key, f"unknown {what}; allowed: {', '.join(checks)}")
+        out[name] = checks[name](value, key)
+    return out
+
+
+# --- sections: each takes (value, key) like the value checks below ---------------------------
+
+def _conntrack(data: Any, key: str) -> ConntrackConfig:
+    ct = ConntrackConfig(**_read(data, key, {
+        "shards": _power_of_two(MAX_SHARDS),
+        "buckets": _power_of_two(MAX_BUCKETS),
+        "max_entries": _integer(1, MAX_U32),
+        "gc_interval": _seconds,
+        "timeouts": _timeouts,
+    }))
+    if ct.buckets < ct.shards:
+        raise ConfigError(f"{key}.buckets",
+                          f"must be >= {key}.shards ({ct.shards}), got {ct.buckets}")
+    return ct
+
+
+def _timeouts(data: Any, key: str) -> Mapping[str, float]:
+    return MappingProxyType(_read(data, key, dict.fromkeys(TIMEOUT_KEYS, _seconds)))
+
+
+def _queue(data: Any, key: str) -> QueueConfig:
+    return QueueConfig(**_read(data, key, {
+        "num": _integer(0, 65535),
+        "install_rules": _boolean,
+        "bypass": _boolean,
+        "hooks": _choice_list(HOOKS),
+        "chain": _chain,
+    }))
+
+
+def _log(data: Any, key: str) -> LogConfig:
+    return LogConfig(**_read(data, key, {"level": _choice(LOG_LEVELS)}))
+
+
+def _policy(data: Any, key: str) -> PolicyConfig:
+    fields = _read(data, key, {"default": _choice(VERDICTS), "default_mark": _integer(0, MAX_U32),
+                               "rule": _rules})
+    rules = fields.pop("rule", ())  # [[policy.rule]] entries, one at a time in the file
+    return PolicyConfig(**fields, rules=rules)
+
+
+def _rules(data: Any, key: str) -> tuple[RuleConfig, ...]:
+    if not isinstance(data, list):
+        raise ConfigError(key, f"must be an array of tables, written [[{key}]], got {_show(data)}")
+    rules = tuple(_rule(raw, f"{key}[{i}]", i) for i, raw in enumerate(data))
+    first: dict[str, int] = {}  # rule name -> index of the first rule that has it
+    for i, rule in enumerate(rules):
+        j = first.setdefault(rule.name, i)
+        if j != i:
+            raise ConfigError(f"{key}[{i}].name",
+                              f"{_show(rule.name)} is already the name of {key}[{j}]")
+    return rules
+
+
+def _rule(data: Any, key: str, i: int) -> RuleConfig:
+    f = _read(data, key, {
+        "name": _name, "ct_state": _choice_list(STATE_NAMES), "proto": _proto,
+        "family": _choice((4, 6)), "src": _network, "dst": _network,
+        "sport": _ports, "dport": _ports, "iif": _ifname, "oif": _ifname,
+        "verdict": _choice(VERDICTS), "mark": _integer(0, MAX_U32),
+    })
+    if "verdict" not in f:
+        raise ConfigError(f"{key}.verdict", 'is required: "accept" or "drop"')
+    # The family is given, or implied by src/dst; all of them must agree.
+    family = f.get("family")
+    family_from = f"family = {family}"  # what fixed the family, for messages
+    for k in ("src", "dst"):
+        if k not in f:
+            continue
+        version = f[k].version
+        if family is None:
+            family, family_from = version, f"{k} is IPv{version}"
+        elif version != family:
+            raise ConfigError(f"{key}.{k}", f"is an IPv{version} network but {family_from}")
+    f["family"] = family
+    proto = f.get("proto")
+    if proto in _PROTO_FAMILY and family not in (None, _PROTO_FAMILY[proto]):
+        raise ConfigError(f"{key}.proto", f"{_show(data['proto'])} exists only for IPv"
+                                          f"{_PROTO_FAMILY[proto]}, but {family_from}")
+    for k in ("sport", "dport"):
+        if k in f and proto not in PORT_PROTOCOLS:
+            raise ConfigError(f"{key}.{k}", 'needs proto = "tcp" or "udp" (only they have ports)')
+    f.setdefault("name", f"rule[{i}]")
+    return RuleConfig(**f)
+
+
+# --- value checks: each takes (value, key) and returns the checked value ----------------------
+
+def _show(value: Any) -> str:
+    """A value the way the TOML file spells it, for messages."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (bool, str)):
+        return json.dumps(value)
+    return repr(value)
+
+
+def _integer(lo: int, hi: int) -> Callable[[Any, str], int]:
+    def check(value: Any, key: str) -> int:
+        if type(value) is not int or not lo <= value <= hi:
+            raise ConfigError(key, f"must be an integer {lo}..{hi}, got {_show(value)}")
+        return value
+    return check
+
+
+def _power_of_two(hi: int) -> Callable[[Any, str], int]:
+    def check(value: Any, key: str) -> int:
+        if type(value) is not int or not 1 <= value <= hi or value & (value - 1):
+            raise ConfigError(key, f"must be a power of two from 1 to {hi}, got {_show(value)}")
+        return value
+    return check
+
+
+def _seconds(value: Any, key: str) -> float:
+    if (type(value) not in (int, float) or not math.isfinite(value)
+            or not 0 < value <= MAX_SECONDS):
+        raise ConfigError(key, f"must be a number of seconds > 0 and <= {MAX_SECONDS}, "
+                               f"got {_show(value)}")
+    return float(value)
+
+
+def _boolean(value: Any, key: str) -> bool:
+    if type(value) is not bool:
+        raise ConfigError(key, f"must be true or false, got {_show(value)}")
+    return value
+
+
+def _allowed(choices: tuple) -> str:
+    return ", ".join(_show(c) for c in choices)
+
+
+def _choice(choices: tuple) -> Callable[[Any, str], Any]:
+    def check(value: Any, key: str) -> Any:
+        # The type test keeps 4.0 and true from passing as 4 and 1.
+        if value not in choices or type(value) not in {type(c) for c in choices}:
+            raise ConfigError(key, f"must be one of {_allowed(choices)}, got {_show(value)}")
+        return value
+    return check
+
+
+def _choice_list(choices: tuple) -> Callable[[Any, str], tuple]:
+    def check(value: Any, key: str) -> tuple:
+        if not isinstance(value, list) or not value:
+            raise ConfigError(key, f"must be a non-empty list of {_allowed(choices)}, "
+                                   f"got {_show(value)}")
+        items: list = []
+        for i, item in enumerate(value):
+            _choice(choices)(item, f"{key}[{i}]")
+            if item in items:
+                raise ConfigError(f"{key}[{i}]", f"{_show(item)} is listed twice")
+            items.append(item)
+        return tuple(items)
+    return check
+
+
+def _name(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, f"must be a non-empty string, got {_show(value)}")
+    return value
+
+
+def _chain(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not _CHAIN_RE.fullmatch(value):
+        raise ConfigError(key, "must be an iptables chain name: 1-28 characters from "
+                               f"A-Z a-z 0-9 _ -, not starting with -, got {_show(value)}")
+    if value in RESERVED_CHAINS:
+        raise ConfigError(key, "must not be a built-in chain or target "
+                               f"({', '.join(RESERVED_CHAINS)}), got {_show(value)}")
+    return value
+
+
+def _ifname(value: Any, key: str) -> str:
+    if (not isinstance(value, str) or not _IFNAME_RE.fullmatch(value) or value in (".", "..")
+            or len(value.encode()) > 15):
+        raise ConfigError(key, "must be an interface name: 1-15 characters without '/', ':' "
+                               f"or spaces, got {_show(value)}")
+    return value
+
+
+def _proto(value: Any, key: str) -> int:
+    if isinstance(value, str) and value in PROTOCOLS:
+        return PROTOCOLS[value]
+    if type(value) is int and 0 <= value <= 255:
+        return value
+    raise ConfigError(key, f"must be one of {_allowed(tuple(PROTOCOLS))} or a protocol number "
+                           f"0..255, got {_show(value)}")
+
+
+def _ports(value: Any, key: str) -> tuple[int, int]:
+    ports = None
+    if type(value) is int:
+        ports = (value, value)
+    elif isinstance(value, str) and (m := _RANGE_RE.fullmatch(value)):
+        ports = (int(m[1]), int(m[2]))
+    if ports is None or not 0 <= ports[0] <= ports[1] <= 65535:
+        raise ConfigError(key, 'must be a port 0..65535 or a range "lo-hi" with lo <= hi, '
+                               f"got {_show(value)}")
+    return ports
+
+
+def _network(value: Any, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    allowed = 'an IPv4 or IPv6 address or CIDR network such as "10.0.0.0/8" or "fd00::/8"'
+    if not isinstance(value, str):
+        raise ConfigError(key, f"must be {allowed}, got {_show(value)}")
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError:
+        pass
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ConfigError(key, f"must be {allowed}, got {_show(value)}") from None
+    raise ConfigError(key, f"{_show(value)} has host bits set; the network is \"{network}\"")
