@@ -8,10 +8,12 @@ caller's own network namespace except creating and deleting these namespaces.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 
 # Addresses live only inside the namespaces created here.
@@ -71,6 +73,20 @@ class Topology:
                 self.ip(ns, "-6", "route", "add", "default", "via", gw6)
         self.run(self.fw, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         self.run(self.fw, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        self._wait_links_up()
+
+    def _wait_links_up(self, timeout: float = 5) -> None:
+        """The kernel brings a new veth's carrier up asynchronously (up to about a second later)
+        and until then silently drops what is sent, e.g. the first neighbour solicitation."""
+        deadline = time.monotonic() + timeout
+        for ns in (self.client, self.fw, self.server):
+            while True:
+                links = json.loads(_sh(["ip", "-n", ns, "-j", "link", "show"]).stdout)
+                if all(link["operstate"] in ("UP", "UNKNOWN") for link in links):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"links in {ns} not up after {timeout} s: {links}")
+                time.sleep(0.02)
 
     # --- running things inside a namespace ---------------------------------------------------
     def argv(self, ns: str, argv: list[str]) -> list[str]:
