@@ -11,6 +11,9 @@
 #include <arpa/inet.h>
 #include <sys/random.h>
 
+/* Rules per policy: far more than a readable policy has; bounds the stats buffer. */
+#define FWD_MAX_RULES 4096
+
 typedef struct {
 	PyObject_HEAD
 	struct fwd_engine *engine;
@@ -227,12 +230,16 @@ static PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject 
 	if (!seq)
 		return NULL;
 	n = PySequence_Fast_GET_SIZE(seq);
-	pol = calloc(1, sizeof(*pol) + (size_t)n * sizeof(pol->rules[0]));
+	pol = n > FWD_MAX_RULES ? NULL : fwd_policy_alloc((uint32_t)n, FWD_MAX_WORKERS);
+	if (n > FWD_MAX_RULES) {
+		Py_DECREF(seq);
+		PyErr_Format(PyExc_ValueError, "at most %d rules", FWD_MAX_RULES);
+		return NULL;
+	}
 	if (!pol) {
 		Py_DECREF(seq);
 		return PyErr_NoMemory();
 	}
-	pol->nrules = (uint32_t)n;
 	pol->default_verdict = (uint8_t)def_verdict;
 	pol->default_mark = def_mark;
 	for (Py_ssize_t i = 0; i < n; i++) {
@@ -245,7 +252,7 @@ static PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject 
 			Py_XDECREF(type);
 			Py_XDECREF(value);
 			Py_XDECREF(tb);
-			free(pol);
+			fwd_policy_free(pol);
 			Py_DECREF(seq);
 			return NULL;
 		}
@@ -477,17 +484,42 @@ static int set_u64(PyObject *dict, const char *key, uint64_t value)
 	return err;
 }
 
+/* Hits per rule of the current policy, the default verdict's last. */
+static PyObject *rule_hits_list(struct fwd_engine *e)
+{
+	uint64_t *hits = PyMem_Calloc(FWD_MAX_RULES + 1, sizeof(*hits));
+	PyObject *list = NULL;
+	int n;
+
+	if (!hits)
+		return PyErr_NoMemory();
+	n = fwd_engine_rule_hits(e, hits, FWD_MAX_RULES);
+	if (n >= 0)
+		list = PyList_New(n + 1);
+	for (int i = 0; list && i <= n; i++) {
+		PyObject *v = PyLong_FromUnsignedLongLong(hits[i]);
+
+		if (!v) {
+			Py_CLEAR(list);
+			break;
+		}
+		PyList_SET_ITEM(list, i, v);
+	}
+	PyMem_Free(hits);
+	return list;
+}
+
 static PyObject *Engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 {
 	struct fwd_engine *e = self->engine;
 	struct fwd_lock_stats shard = { 0 };
 	struct fwd_worker_stats ws;
-	PyObject *locks, *ct, *hist_bounds;
+	PyObject *locks, *ct, *hist_bounds, *hits = NULL;
 
 	if (check_ready(self))
 		return NULL;
 	for (uint32_t i = 0; i <= e->ct.shard_mask; i++)
-		fwd_lock_stats_add(&e->ct.shards[i], &shard);
+		fwd_lock_stats_add(&e->ct.shards[i].lock, &shard);
 	fwd_engine_stats(e, &ws);
 	locks = Py_BuildValue("{s:N}", "shard", lock_stats_dict(&shard));
 	ct = PyDict_New();
@@ -498,12 +530,17 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 		goto fail;
 	FWD_WORKER_COUNTERS(X)
 #undef X
+	hits = rule_hits_list(e);
+	if (!hits)
+		goto fail;
 	hist_bounds = PyList_New(FWD_LOCK_HIST_BUCKETS - 1);
 	for (int i = 0; hist_bounds && i < FWD_LOCK_HIST_BUCKETS - 1; i++)
 		PyList_SET_ITEM(hist_bounds, i,
 				PyLong_FromUnsignedLongLong(1ull << (i + FWD_LOCK_HIST_SHIFT)));
 	return Py_BuildValue(
-		"{s:N,s:N,s:k,s:k,s:k,s:k,s:K,s:K,s:K,s:N}", "locks", locks, "ct", ct, "entries",
+		"{s:N,s:N,s:N,s:k,s:k,s:k,s:k,s:k,s:K,s:K,s:K,s:N}", "locks", locks, "ct", ct,
+		"rule_hits", hits, "max_shard_entries",
+		(unsigned long)fwd_ct_max_shard_entries(&e->ct), "entries",
 		(unsigned long)fwd_ct_count(&e->ct), "max_entries", (unsigned long)e->ct.max_entries,
 		"buckets", (unsigned long)e->ct.bucket_mask + 1, "shards",
 		(unsigned long)e->ct.shard_mask + 1, "early_drop",
@@ -514,7 +551,91 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 fail:
 	Py_XDECREF(locks);
 	Py_XDECREF(ct);
+	Py_XDECREF(hits);
 	return NULL;
+}
+
+struct state_counts {
+	uint32_t tcp[FWD_TCP_STATES];
+	uint32_t by_proto[4][2]; /* udp, icmp, icmpv6, other x unreplied/replied */
+};
+
+static void count_state(const struct fwd_ct *ct, void *arg)
+{
+	struct state_counts *c = arg;
+	uint8_t proto = ct->node[0].tuple.proto;
+	int replied = !!(fwd_ct_status(ct) & FWD_CT_SEEN_REPLY);
+
+	if (proto == 6)
+		c->tcp[ct->proto_state]++;
+	else
+		c->by_proto[proto == 17 ? 0 : proto == 1 ? 1 : proto == 58 ? 2 : 3][replied]++;
+}
+
+/* by_state() -> {proto: {state: count}}: one walk of the table (each shard lock taken once per
+ * non-empty bucket), for the metrics exporter. */
+static PyObject *Engine_by_state(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+	static const char *const protos[] = { "udp", "icmp", "icmpv6", "other" };
+	struct state_counts c = { 0 };
+	PyObject *d, *tcp;
+
+	if (check_ready(self))
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	fwd_ct_for_each(&self->engine->ct, count_state, &c);
+	Py_END_ALLOW_THREADS
+	d = PyDict_New();
+	tcp = PyDict_New();
+	if (!d || !tcp || PyDict_SetItemString(d, "tcp", tcp))
+		goto fail;
+	for (int i = 1; i < FWD_TCP_STATES; i++)
+		if (set_u64(tcp, fwd_tcp_state_names[i], c.tcp[i]))
+			goto fail;
+	for (int p = 0; p < 4; p++) {
+		PyObject *v = Py_BuildValue("{s:I,s:I}", "UNREPLIED", c.by_proto[p][0], "REPLIED",
+					    c.by_proto[p][1]);
+
+		if (!v || PyDict_SetItemString(d, protos[p], v)) {
+			Py_XDECREF(v);
+			goto fail;
+		}
+		Py_DECREF(v);
+	}
+	Py_DECREF(tcp);
+	return d;
+fail:
+	Py_XDECREF(tcp);
+	Py_XDECREF(d);
+	return NULL;
+}
+
+/* kill(family, proto, src, dst, sport, dport) -> bool: removes the connection whose original
+ * direction is that tuple (as listed by connections()). */
+static PyObject *Engine_kill(EngineObject *self, PyObject *args)
+{
+	struct fwd_tuple t = { 0 };
+	unsigned int family, proto, sport, dport;
+	const char *src, *dst;
+	bool killed;
+
+	if (check_ready(self) ||
+	    !PyArg_ParseTuple(args, "IIssII", &family, &proto, &src, &dst, &sport, &dport))
+		return NULL;
+	if ((family != 4 && family != 6) || proto > 255 || sport > 65535 || dport > 65535 ||
+	    inet_pton(family == 4 ? AF_INET : AF_INET6, src, t.src.b) != 1 ||
+	    inet_pton(family == 4 ? AF_INET : AF_INET6, dst, t.dst.b) != 1) {
+		PyErr_SetString(PyExc_ValueError, "bad connection tuple");
+		return NULL;
+	}
+	t.family = (uint8_t)family;
+	t.proto = (uint8_t)proto;
+	t.sport = (uint16_t)sport;
+	t.dport = (uint16_t)dport;
+	Py_BEGIN_ALLOW_THREADS
+	killed = fwd_ct_kill_tuple(&self->engine->ct, &t);
+	Py_END_ALLOW_THREADS
+	return PyBool_FromLong(killed);
 }
 
 static PyObject *Engine_stress(EngineObject *self, PyObject *args, PyObject *kw)
@@ -658,6 +779,10 @@ static PyMethodDef Engine_methods[] = {
 	{ "connections", (PyCFunction)Engine_connections, METH_VARARGS,
 	  "connections(now) -> [dict]: snapshot of the table" },
 	{ "stats", (PyCFunction)Engine_stats, METH_NOARGS, "stats() -> dict: one snapshot" },
+	{ "by_state", (PyCFunction)Engine_by_state, METH_NOARGS,
+	  "by_state() -> {proto: {state: count}}: walks the table" },
+	{ "kill", (PyCFunction)Engine_kill, METH_VARARGS,
+	  "kill(family, proto, src, dst, sport, dport) -> bool: remove one connection" },
 	{ "stress", (PyCFunction)(void (*)(void))Engine_stress, METH_VARARGS | METH_KEYWORDS,
 	  "stress(threads, conns, rounds=1) -> dict: multi-threaded table exerciser" },
 	{ "placement", (PyCFunction)Engine_placement, METH_O,

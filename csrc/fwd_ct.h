@@ -47,9 +47,15 @@ struct fwd_ct {
 	uint8_t proto_state;        /* home shard: e.g. the TCP state */
 };
 
+/* A shard: its lock and the number of connections whose home it is (written under the lock). */
+struct fwd_ct_shard {
+	struct fwd_lock lock;
+	uint32_t entries;
+};
+
 struct fwd_ct_table {
 	struct fwd_ct_node **buckets; /* heads; written under the shard lock, peeked atomically */
-	struct fwd_lock *shards;
+	struct fwd_ct_shard *shards;
 	uint32_t bucket_mask;
 	uint32_t shard_mask;
 	uint32_t max_entries;
@@ -73,7 +79,7 @@ static inline uint32_t fwd_ct_bucket(const struct fwd_ct_table *t, const struct 
 
 static inline struct fwd_lock *fwd_ct_shard(const struct fwd_ct_table *t, uint32_t bucket)
 {
-	return &t->shards[bucket & t->shard_mask];
+	return &t->shards[bucket & t->shard_mask].lock;
 }
 
 static inline struct fwd_lock *fwd_ct_home(const struct fwd_ct_table *t, const struct fwd_ct *ct)
@@ -137,6 +143,13 @@ unsigned fwd_ct_flush(struct fwd_ct_table *t);
  * Locking: one shard lock at a time. */
 void fwd_ct_for_each(struct fwd_ct_table *t, void (*fn)(const struct fwd_ct *ct, void *arg),
 		     void *arg);
+
+/* Number of connections, and the largest number homed in one shard.  Locking: none (relaxed). */
+uint32_t fwd_ct_max_shard_entries(const struct fwd_ct_table *t);
+
+/* Kills the connection whose original-direction tuple is `orig`; returns whether one was.
+ * Locking: as fwd_ct_find, then fwd_ct_kill. */
+bool fwd_ct_kill_tuple(struct fwd_ct_table *t, const struct fwd_tuple *orig);
 
 static inline uint32_t fwd_ct_count(const struct fwd_ct_table *t)
 {

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Early drop looks at up to this many buckets (cheap, lock-free peeks) and locks at most
  * FWD_EARLY_DROP_LOCKED non-empty ones, starting at the new connection's bucket. */
@@ -33,8 +34,9 @@ int fwd_ct_table_init(struct fwd_ct_table *t, uint32_t nbuckets, uint32_t nshard
 		free(t->shards);
 		return -ENOMEM;
 	}
+	memset(t->shards, 0, (size_t)nshards * sizeof(*t->shards));
 	for (uint32_t i = 0; i < nshards; i++)
-		fwd_lock_init(&t->shards[i], FWD_LOCK_SHARD, i);
+		fwd_lock_init(&t->shards[i].lock, FWD_LOCK_SHARD, i);
 	return 0;
 }
 
@@ -42,7 +44,7 @@ void fwd_ct_table_destroy(struct fwd_ct_table *t)
 {
 	fwd_ct_flush(t);
 	for (uint32_t i = 0; i <= t->shard_mask; i++)
-		fwd_lock_destroy(&t->shards[i]);
+		fwd_lock_destroy(&t->shards[i].lock);
 	free(t->shards);
 	free(t->buckets);
 }
@@ -133,6 +135,39 @@ static void unlink_locked(struct fwd_ct_table *t, uint32_t b, struct fwd_ct_node
 	abort(); /* a confirmed connection is always in both of its buckets */
 }
 
+/* Locking: caller holds ct's home shard. */
+static void home_entries_add(struct fwd_ct_table *t, const struct fwd_ct *ct, int delta)
+{
+	uint32_t *n = &t->shards[ct->bucket[FWD_DIR_ORIG] & t->shard_mask].entries;
+
+	__atomic_store_n(n, *n + (uint32_t)delta, __ATOMIC_RELAXED);
+}
+
+uint32_t fwd_ct_max_shard_entries(const struct fwd_ct_table *t)
+{
+	uint32_t max = 0;
+
+	for (uint32_t i = 0; i <= t->shard_mask; i++) {
+		uint32_t n = __atomic_load_n(&t->shards[i].entries, __ATOMIC_RELAXED);
+
+		max = n > max ? n : max;
+	}
+	return max;
+}
+
+bool fwd_ct_kill_tuple(struct fwd_ct_table *t, const struct fwd_tuple *orig)
+{
+	int dir;
+	struct fwd_ct *ct = fwd_ct_find(t, orig, 0, &dir); /* now = 0: never "expired" */
+	bool killed = false;
+
+	if (ct) {
+		killed = dir == FWD_DIR_ORIG && fwd_ct_kill(t, ct);
+		fwd_ct_put(ct);
+	}
+	return killed;
+}
+
 bool fwd_ct_kill(struct fwd_ct_table *t, struct fwd_ct *ct)
 {
 	struct fwd_lock *lo, *hi;
@@ -142,6 +177,7 @@ bool fwd_ct_kill(struct fwd_ct_table *t, struct fwd_ct *ct)
 	lock_both(t, ct, &lo, &hi);
 	unlink_locked(t, ct->bucket[0], &ct->node[0]);
 	unlink_locked(t, ct->bucket[1], &ct->node[1]);
+	home_entries_add(t, ct, -1);
 	unlock_both(lo, hi);
 	__atomic_fetch_sub(&t->count, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&t->deleted, 1, __ATOMIC_RELAXED);
@@ -282,6 +318,7 @@ int fwd_ct_confirm(struct fwd_ct_table *t, struct fwd_ct *ct)
 			ct->node[d].next = t->buckets[ct->bucket[d]];
 			set_head(t, ct->bucket[d], &ct->node[d]);
 		}
+		home_entries_add(t, ct, 1);
 		__atomic_fetch_add(&t->count, 1, __ATOMIC_RELAXED);
 	}
 	unlock_both(lo, hi);

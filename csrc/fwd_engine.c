@@ -5,41 +5,42 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define COUNT(w, name) FWD_RELAXED_INC((w)->st.name, 1)
 
 int fwd_engine_init(struct fwd_engine *e, uint32_t nbuckets, uint32_t nshards,
 		    uint32_t max_entries, uint64_t seed, const double *timeouts_s)
 {
-	struct fwd_policy *accept_all = calloc(1, sizeof(*accept_all));
+	struct fwd_policy *accept_all = fwd_policy_alloc(0, FWD_MAX_WORKERS);
 	int err;
 
 	if (!accept_all)
 		return -ENOMEM;
 	for (int i = 0; i < FWD_TO_COUNT; i++) {
 		if (!(timeouts_s[i] > 0 && timeouts_s[i] < 1e9)) {
-			free(accept_all);
+			fwd_policy_free(accept_all);
 			return -EINVAL;
 		}
 	}
 	err = fwd_ct_table_init(&e->ct, nbuckets, nshards, max_entries, seed);
 	if (err) {
-		free(accept_all);
+		fwd_policy_free(accept_all);
 		return err;
 	}
 	for (int i = 0; i < FWD_TO_COUNT; i++)
 		e->timeouts[i] = (uint64_t)(timeouts_s[i] * 1e9);
 	memset(e->workers, 0, sizeof(e->workers));
 	accept_all->default_verdict = FWD_ACCEPT;
-	accept_all->default_mark = FWD_MARK_NONE;
 	e->policy = accept_all;
+	e->ctl_reading = NULL;
 	return 0;
 }
 
 void fwd_engine_destroy(struct fwd_engine *e)
 {
 	fwd_ct_table_destroy(&e->ct);
-	free(e->policy);
+	fwd_policy_free(e->policy);
 }
 
 void fwd_engine_set_policy(struct fwd_engine *e, struct fwd_policy *pol)
@@ -49,7 +50,9 @@ void fwd_engine_set_policy(struct fwd_engine *e, struct fwd_policy *pol)
 	for (int i = 0; i < FWD_MAX_WORKERS; i++)
 		while (__atomic_load_n(&e->workers[i].reading, __ATOMIC_SEQ_CST) == old)
 			sched_yield();
-	free(old);
+	while (__atomic_load_n(&e->ctl_reading, __ATOMIC_SEQ_CST) == old)
+		sched_yield();
+	fwd_policy_free(old);
 }
 
 int fwd_engine_claim(struct fwd_engine *e, unsigned w)
@@ -64,22 +67,35 @@ void fwd_engine_release(struct fwd_engine *e, unsigned w)
 	__atomic_store_n(&e->workers[w].busy, 0, __ATOMIC_RELEASE);
 }
 
-/* Publish which policy this worker reads, re-checking that it is still current so that
+/* Publish in *hazard which policy we read, re-checking that it is still current so that
  * fwd_engine_set_policy cannot miss us and free it (a hazard pointer). */
-static const struct fwd_policy *policy_enter(struct fwd_engine *e, struct fwd_worker *w)
+static struct fwd_policy *policy_enter(struct fwd_engine *e, struct fwd_policy **hazard)
 {
 	struct fwd_policy *p;
 
 	do {
 		p = __atomic_load_n(&e->policy, __ATOMIC_SEQ_CST);
-		__atomic_store_n(&w->reading, p, __ATOMIC_SEQ_CST);
+		__atomic_store_n(hazard, p, __ATOMIC_SEQ_CST);
 	} while (p != __atomic_load_n(&e->policy, __ATOMIC_SEQ_CST));
 	return p;
 }
 
-static void policy_leave(struct fwd_worker *w)
+static void policy_leave(struct fwd_policy **hazard)
 {
-	__atomic_store_n(&w->reading, NULL, __ATOMIC_RELEASE);
+	__atomic_store_n(hazard, NULL, __ATOMIC_RELEASE);
+}
+
+int fwd_engine_rule_hits(struct fwd_engine *e, uint64_t *out, uint32_t max)
+{
+	struct fwd_policy *pol = policy_enter(e, &e->ctl_reading);
+	int n = (int)pol->nrules;
+
+	if (pol->nrules > max)
+		n = -ENOSPC;
+	else
+		fwd_policy_hits(pol, out);
+	policy_leave(&e->ctl_reading);
+	return n;
 }
 
 static uint8_t invalid(struct fwd_worker *w, int reason)
@@ -186,7 +202,7 @@ void fwd_engine_process(struct fwd_engine *e, unsigned wi, const struct fwd_pkt_
 			uint64_t now, struct fwd_result *out)
 {
 	struct fwd_worker *w = &e->workers[wi];
-	const struct fwd_policy *pol = policy_enter(e, w);
+	struct fwd_policy *pol = policy_enter(e, &w->reading);
 
 	for (size_t i = 0; i < n; i++) {
 		struct fwd_pkt p;
@@ -204,12 +220,13 @@ void fwd_engine_process(struct fwd_engine *e, unsigned wi, const struct fwd_pkt_
 		r->mark = rule >= 0 ? pol->rules[rule].mark : pol->default_mark;
 		if (create && r->verdict == FWD_ACCEPT && !create_ct(e, w, &p, now))
 			r->verdict = FWD_DROP;
+		fwd_policy_hit(pol, wi, rule);
 		if (r->verdict == FWD_ACCEPT)
 			COUNT(w, accepted);
 		else
 			COUNT(w, dropped);
 	}
-	policy_leave(w);
+	policy_leave(&w->reading);
 	FWD_RELAXED_INC(w->st.packets, n);
 	COUNT(w, batches);
 }

@@ -36,6 +36,7 @@ struct fwd_engine {
 	struct fwd_ct_table ct;
 	uint64_t timeouts[FWD_TO_COUNT]; /* ns */
 	struct fwd_policy *policy;       /* atomic */
+	struct fwd_policy *ctl_reading;  /* atomic: hazard pointer of the (single) control reader */
 	struct fwd_worker workers[FWD_MAX_WORKERS];
 };
 
@@ -69,6 +70,10 @@ void fwd_engine_release(struct fwd_engine *e, unsigned w);
  * Locking: shard locks one or two at a time (see fwd_ct.h); never called with a lock held. */
 void fwd_engine_process(struct fwd_engine *e, unsigned w, const struct fwd_pkt_in *in, size_t n,
 			uint64_t now, struct fwd_result *out);
+
+/* Copies the current policy's per-rule hit counts into out[0..nrules] (default last) and returns
+ * nrules, or -ENOSPC if more than `max` rules.  Locking: callers serialise (one control reader). */
+int fwd_engine_rule_hits(struct fwd_engine *e, uint64_t *out, uint32_t max);
 
 /* Sums every worker's counters.  Locking: none (relaxed reads). */
 void fwd_engine_stats(const struct fwd_engine *e, struct fwd_worker_stats *sum);

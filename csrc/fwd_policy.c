@@ -3,6 +3,8 @@
 #include "fwd_policy.h"
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
 static bool addr_match(const union fwd_addr *a, const union fwd_addr *net,
 		       const union fwd_addr *mask)
@@ -72,4 +74,39 @@ int fwd_prefix_mask(uint8_t family, unsigned plen, union fwd_addr *addr, union f
 		addr->b[i] &= mask->b[i];
 	}
 	return 0;
+}
+
+struct fwd_policy *fwd_policy_alloc(uint32_t nrules, uint32_t nworkers)
+{
+	struct fwd_policy *pol = calloc(1, sizeof(*pol) + (size_t)nrules * sizeof(pol->rules[0]));
+	uint32_t stride = (nrules + 1 + 7) & ~7u; /* 8 counters = 64 bytes */
+
+	if (!pol)
+		return NULL;
+	if (posix_memalign((void **)&pol->hits, 64, (size_t)stride * nworkers * sizeof(uint64_t))) {
+		free(pol);
+		return NULL;
+	}
+	memset(pol->hits, 0, (size_t)stride * nworkers * sizeof(uint64_t));
+	pol->nrules = nrules;
+	pol->nworkers = nworkers;
+	pol->hits_stride = stride;
+	pol->default_mark = FWD_MARK_NONE;
+	return pol;
+}
+
+void fwd_policy_free(struct fwd_policy *pol)
+{
+	if (pol)
+		free(pol->hits);
+	free(pol);
+}
+
+void fwd_policy_hits(const struct fwd_policy *pol, uint64_t *out)
+{
+	memset(out, 0, (pol->nrules + 1) * sizeof(*out));
+	for (uint32_t w = 0; w < pol->nworkers; w++)
+		for (uint32_t r = 0; r <= pol->nrules; r++)
+			out[r] += __atomic_load_n(&pol->hits[(size_t)w * pol->hits_stride + r],
+						  __ATOMIC_RELAXED);
 }

@@ -35,10 +35,28 @@ struct fwd_rule {
 
 struct fwd_policy {
 	uint32_t nrules;
+	uint32_t nworkers;
+	uint32_t hits_stride;  /* counters per worker row: nrules + 1, rounded up to a cache line */
+	uint64_t *hits;        /* [worker][rule], the default verdict last; each row its owner's */
 	uint8_t default_verdict;
 	int64_t default_mark;
 	struct fwd_rule rules[];
 };
+
+/* A zeroed policy of nrules rules with hit counters for nworkers.  NULL if out of memory. */
+struct fwd_policy *fwd_policy_alloc(uint32_t nrules, uint32_t nworkers);
+void fwd_policy_free(struct fwd_policy *pol);
+
+/* Counts one packet decided by `rule` (-1: the default) on worker w.  Locking: worker w only. */
+static inline void fwd_policy_hit(struct fwd_policy *pol, unsigned w, int rule)
+{
+	uint64_t *c = &pol->hits[(size_t)w * pol->hits_stride + (rule >= 0 ? (uint32_t)rule : pol->nrules)];
+
+	__atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
+}
+
+/* Sums every worker's hits into out[0..nrules] (out[nrules] = default).  Locking: none. */
+void fwd_policy_hits(const struct fwd_policy *pol, uint64_t *out);
 
 /* What the policy looks at for one packet. */
 struct fwd_match_in {

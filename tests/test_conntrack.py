@@ -246,3 +246,35 @@ def test_flush_empties_the_table():
 def test_bad_engine_parameters_raise(bad):
     with pytest.raises(ValueError):
         _core.Engine(**bad)
+
+
+def test_rule_hits_count_per_rule_and_default():
+    e = engine()
+    accept_established = (1 << EST, 0, -1, None, 0, None, 0, 0, 65535, 0, 65535, 0, 0, 1, -1)
+    e.set_policy([accept_established], _core.VERDICT_ACCEPT)
+    e.process(batch(udp(C4, S4, 1, 2), udp(S4, C4, 2, 1), udp(S4, C4, 2, 1)), 1.0)
+    assert e.stats()["rule_hits"] == [2, 1]
+    e.set_policy([], _core.VERDICT_ACCEPT)  # a new policy starts its own counters
+    assert e.stats()["rule_hits"] == [0]
+
+
+def test_by_state_and_shard_occupancy():
+    e = engine(shards=1, buckets=64)
+    states(e, [seg("o", "S"), udp(C4, S4, 1, 2), udp(C4, S4, 3, 4), udp(S4, C4, 4, 3),
+               echo(C6, S6, 9)])
+    counts = e.by_state()
+    assert counts["tcp"]["SYN_SENT"] == 1 and counts["tcp"]["ESTABLISHED"] == 0
+    assert counts["udp"] == {"UNREPLIED": 1, "REPLIED": 1}
+    assert counts["icmpv6"] == {"UNREPLIED": 1, "REPLIED": 0}
+    assert e.stats()["max_shard_entries"] == 4  # one shard holds everything
+
+
+def test_kill_removes_one_connection_by_its_original_tuple():
+    e = engine()
+    states(e, [udp(C4, S4, 1, 2), udp(C6, S6, 1, 2)])
+    assert not e.kill(4, 17, S4, C4, 2, 1)  # the reply tuple names no connection to kill
+    assert e.kill(4, 17, C4, S4, 1, 2)
+    assert not e.kill(4, 17, C4, S4, 1, 2)
+    assert [c["family"] for c in e.connections(1.0)] == [6]
+    with pytest.raises(ValueError):
+        e.kill(4, 17, "not-an-address", S4, 1, 2)
