@@ -1,0 +1,274 @@
+"""`fwd replay`: run the engine offline over a pcap/pcapng capture.
+
+Each frame loses its link layer (Ethernet with VLAN tags, Linux cooked SLL/SLL2 as written by
+`tcpdump -i any`, raw IP); non-IP frames (ARP, ...) are skipped and counted.  The IP packets go
+to the engine in batches with the capture's timestamps as the clock, and the GC runs as that
+clock advances, so the verdicts and states are those a daemon with the same config would have
+given.  Interfaces are unknown offline: a rule naming one never matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from scapy.error import Scapy_Exception
+from scapy.utils import RawPcapNgReader, RawPcapReader
+
+from fwd import _core, config, engine
+
+EXIT_CAPTURE = 2  # the capture cannot be read
+
+# One engine call takes packets captured within BATCH_WINDOW seconds of the first, at most
+# BATCH_MAX of them, and decides them all at the clock of the latest.
+BATCH_MAX = 256
+BATCH_WINDOW = 0.001
+
+# Link types (tcpdump.org/linktypes.html) and the EtherTypes that carry IP.
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = (101, 12, 14)  # LINKTYPE_RAW, and DLT_RAW as some systems number it
+LINKTYPE_IPV4, LINKTYPE_IPV6 = 228, 229
+LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2 = 113, 276
+ETHERTYPE_IP = (0x0800, 0x86DD)
+ETHERTYPE_VLAN = (0x8100, 0x88A8, 0x9100)  # 802.1Q, 802.1ad and the old QinQ tag
+
+PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+TCP_FLAGS = "FSRPAUEC"  # bit 0 upwards, as tcpdump abbreviates them
+ICMP_ECHO = {1: (0, 8), 58: (128, 129)}  # echo reply/request types per protocol
+ICMP_ERRORS = {1: (3, 4, 5, 11, 12), 58: (1, 2, 3, 4)}  # types that quote the offending packet
+
+
+class CaptureError(Exception):
+    """The capture cannot be read or holds frames of an unsupported link type."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("capture", metavar="FILE", help="pcap or pcapng capture")
+    parser.add_argument("--config", required=True, help="configuration file (TOML)")
+    parser.add_argument("--json", action="store_true",
+                        help="JSON Lines: one object per IP packet, then a summary object")
+
+
+# --- reading the capture --------------------------------------------------------------------
+
+def read_frames(path: str) -> Iterator[tuple[float | None, int, bytes]]:
+    """(timestamp or None, link type, frame bytes) for every frame of a pcap/pcapng file."""
+    try:
+        reader = RawPcapReader(path)  # falls back to RawPcapNgReader by the file's magic
+    except (OSError, Scapy_Exception) as err:
+        raise CaptureError(f"cannot read capture: {err}") from None
+    with reader:
+        for data, meta in reader:
+            if isinstance(reader, RawPcapNgReader):
+                # Simple packet blocks carry no timestamp.
+                ts = (None if meta.tshigh is None
+                      else ((meta.tshigh << 32) | meta.tslow) / meta.tsresol)
+                yield ts, meta.linktype, data
+            else:
+                yield meta.sec + meta.usec / (1e9 if reader.nano else 1e6), reader.linktype, data
+
+
+def l3_packet(linktype: int, frame: bytes) -> bytes | None:
+    """The IPv4/IPv6 packet a frame carries, or None when it carries none (ARP, ...)."""
+    if linktype == LINKTYPE_ETHERNET:
+        offset, type_at = 14, 12
+        while len(frame) >= offset and _u16(frame, type_at) in ETHERTYPE_VLAN:
+            offset, type_at = offset + 4, type_at + 4
+    elif linktype == LINKTYPE_LINUX_SLL:
+        offset, type_at = 16, 14
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        offset, type_at = 20, 0
+    elif linktype in LINKTYPE_RAW or linktype in (LINKTYPE_IPV4, LINKTYPE_IPV6):
+        return frame if frame and frame[0] >> 4 in (4, 6) else None
+    else:
+        raise CaptureError(f"unsupported link type {linktype}")
+    if len(frame) < offset or _u16(frame, type_at) not in ETHERTYPE_IP:
+        return None
+    return frame[offset:]
+
+
+def _u16(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset:offset + 2], "big")
+
+
+# --- a short description of an IP packet ----------------------------------------------------
+
+@dataclass(frozen=True)
+class PacketInfo:
+    """Addresses and ports of an IP packet, as far as the captured bytes show them."""
+
+    proto: int                          # IP protocol (for IPv6 the first next-header)
+    src: str
+    dst: str
+    sport: int | None = None            # tcp/udp
+    dport: int | None = None
+    flags: str = ""                     # tcp flags, e.g. "S", "SA"
+    icmp: tuple[int, int] | None = None  # icmp/icmpv6 (type, code)
+    echo_id: int | None = None          # icmp/icmpv6 echo
+    inner: "PacketInfo | None" = None   # the packet an ICMP error quotes
+
+    def __str__(self) -> str:
+        name = PROTO_NAMES.get(self.proto, f"proto {self.proto}")
+        if self.sport is not None:
+            text = f"{name} {_endpoint(self.src, self.sport)} > {_endpoint(self.dst, self.dport)}"
+            return f"{text} {self.flags}" if self.flags else text
+        text = f"{name} {self.src} > {self.dst}"
+        if self.icmp:
+            text += f" type {self.icmp[0]} code {self.icmp[1]}"
+        if self.echo_id is not None:
+            text += f" id {self.echo_id}"
+        if self.inner:
+            text += f" [{self.inner}]"
+        return text
+
+
+def parse_packet(l3: bytes) -> PacketInfo | None:
+    """Parse what is there of an IPv4/IPv6 packet; None if not even its IP header is."""
+    version = l3[0] >> 4 if l3 else 0
+    if version == 4 and len(l3) >= 20:
+        proto, src, dst = l3[9], l3[12:16], l3[16:20]
+        # A non-first fragment has no transport header.
+        payload = l3[(l3[0] & 0x0F) * 4:] if _u16(l3, 6) & 0x1FFF == 0 else b""
+    elif version == 6 and len(l3) >= 40:
+        proto, src, dst, payload = l3[6], l3[8:24], l3[24:40], l3[40:]
+    else:
+        return None
+    info = PacketInfo(proto, str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)))
+    if proto in (6, 17) and len(payload) >= 4:
+        sport, dport = struct.unpack_from("!HH", payload)
+        flags = ""
+        if proto == 6 and len(payload) >= 14:
+            flags = "".join(f for bit, f in enumerate(TCP_FLAGS) if payload[13] >> bit & 1)
+        return PacketInfo(proto, info.src, info.dst, sport, dport, flags)
+    if proto in ICMP_ECHO and len(payload) >= 2:
+        kind, code = payload[0], payload[1]
+        echo_id = _u16(payload, 4) if kind in ICMP_ECHO[proto] and len(payload) >= 6 else None
+        inner = parse_packet(payload[8:]) if kind in ICMP_ERRORS[proto] else None
+        return PacketInfo(proto, info.src, info.dst, icmp=(kind, code), echo_id=echo_id,
+                          inner=inner)
+    return info
+
+
+def summarize(l3: bytes) -> str:
+    info = parse_packet(l3)
+    return str(info) if info else f"truncated ({len(l3)} bytes)"
+
+
+def _endpoint(addr: str, port: int | None) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+# --- running the engine ---------------------------------------------------------------------
+
+@dataclass
+class Decision:
+    index: int        # position of the frame in the capture (0-based, skipped frames count)
+    l3: bytes
+    verdict: str      # "accept" | "drop"
+    state: str        # one of _core.STATE_NAMES
+    rule: str | None  # name of the matching rule, None for the default verdict
+
+
+class Replayer:
+    """Feeds frames to an engine; counts what it did; `now` is the clock of the last batch."""
+
+    def __init__(self, eng: _core.Engine, rule_names: list[str], cfg: config.Config) -> None:
+        self.engine = eng
+        self.rule_names = rule_names
+        self.gc_interval = cfg.conntrack.gc_interval
+        self.gc_budget = cfg.conntrack.buckets  # a GC pass offline sweeps the whole table
+        self.next_gc: float | None = None
+        self.now = 0.0
+        self.packets = self.accepted = self.dropped = self.skipped = 0
+
+    def run(self, frames: Iterable[tuple[float | None, int, bytes]]) -> Iterator[Decision]:
+        batch: list[tuple[int, bytes]] = []
+        start = clock = 0.0  # capture time of the batch's first packet, latest time seen
+        for index, (ts, linktype, frame) in enumerate(frames):
+            l3 = l3_packet(linktype, frame)
+            if l3 is None:
+                self.skipped += 1
+                continue
+            # Frames of several interfaces may be slightly out of order: the clock never goes back.
+            t = clock if ts is None else max(clock, ts)
+            if batch and (len(batch) >= BATCH_MAX or t - start > BATCH_WINDOW):
+                yield from self._decide(batch, clock)
+                batch = []
+            clock = t
+            if not batch:
+                start = clock
+            batch.append((index, l3))
+        if batch:
+            yield from self._decide(batch, clock)
+
+    def _decide(self, batch: list[tuple[int, bytes]], now: float) -> Iterator[Decision]:
+        self._gc(now)
+        self.now = now
+        results = self.engine.process([(l3, 0, 0) for _index, l3 in batch], now)
+        for (index, l3), (verdict, _mark, state, rule) in zip(batch, results):
+            accepted = verdict == _core.VERDICT_ACCEPT
+            self.packets += 1
+            self.accepted += accepted
+            self.dropped += not accepted
+            yield Decision(index, l3, "accept" if accepted else "drop", _core.STATE_NAMES[state],
+                           self.rule_names[rule] if rule >= 0 else None)
+
+    def _gc(self, now: float) -> None:
+        """Run a GC pass whenever the capture clock crosses a gc_interval, as the daemon would."""
+        if self.next_gc is not None and now < self.next_gc:
+            return
+        if self.next_gc is not None:
+            self.engine.gc(now, self.gc_budget)
+        self.next_gc = now + self.gc_interval
+
+    def connections(self) -> list[dict]:
+        """The final table, each connection as proto (name), src, dst, sport, dport, state."""
+        return [{"proto": PROTO_NAMES.get(c["proto"], str(c["proto"])), "src": c["src"],
+                 "dst": c["dst"], "sport": c["sport"], "dport": c["dport"], "state": c["state"]}
+                for c in self.engine.connections(self.now)]
+
+
+# --- command ----------------------------------------------------------------------------------
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = config.load(args.config)
+        eng = engine.create_engine(cfg)
+        # Offline no interface exists: names resolve to an index no packet has.
+        rule_names = engine.configure(eng, cfg, resolve_ifindex=lambda _name: 0xFFFFFFFF)
+    except config.ConfigError as err:
+        print(f"fwd replay: config error: {err}", file=sys.stderr)
+        return config.EXIT_CONFIG
+    replayer = Replayer(eng, rule_names, cfg)
+    try:
+        for d in replayer.run(read_frames(args.capture)):
+            if args.json:
+                print(json.dumps({"index": d.index, "verdict": d.verdict, "state": d.state,
+                                  "rule": d.rule}))
+            else:
+                print(f"{d.index:6d} {d.verdict:6s} {d.state:11s} {d.rule or '(default)':16s} "
+                      f"{summarize(d.l3)}")
+    except CaptureError as err:
+        print(f"fwd replay: {args.capture}: {err}", file=sys.stderr)
+        return EXIT_CAPTURE
+    conns = replayer.connections()
+    if args.json:
+        print(json.dumps({"summary": True, "packets": replayer.packets,
+                          "accepted": replayer.accepted, "dropped": replayer.dropped,
+                          "skipped": replayer.skipped, "connections": conns}))
+        return 0
+    print(f"{replayer.packets} packets: {replayer.accepted} accepted, {replayer.dropped} dropped;"
+          f" {replayer.skipped} non-IP frames skipped")
+    print(f"{len(conns)} connections at the end of the capture:")
+    for c in conns:
+        if c["proto"] in ("icmp", "icmpv6"):  # the engine gives the echo id and type as ports
+            flow = f"{c['src']} -> {c['dst']} id {c['sport']} type {c['dport']}"
+        else:
+            flow = f"{_endpoint(c['src'], c['sport'])} -> {_endpoint(c['dst'], c['dport'])}"
+        print(f"  {c['proto']:6s} {flow} {c['state']}")
+    return 0
