@@ -21,6 +21,7 @@ setup(
         Extension(
             "fwd._core",
             sources=sorted(glob("csrc/*.c")),
+            libraries=["mnl", "netfilter_queue"],
             depends=sorted(glob("csrc/*.h")),
             extra_compile_args=cflags,
             extra_link_args=ldflags,

@@ -6,6 +6,7 @@
 #include <Python.h>
 
 #include "fwd_engine.h"
+#include "fwd_nfq.h"
 #include "fwd_stress.h"
 
 #include <arpa/inet.h>
@@ -210,17 +211,59 @@ static int parse_rule(PyObject *item, struct fwd_rule *r)
 	return 0;
 }
 
+/* Rule names for traces: one per rule; quotes, backslashes and control characters refused so
+ * that they can be written into JSON as they are. */
+static int set_rule_names(struct fwd_policy *pol, PyObject *names)
+{
+	PyObject *seq = PySequence_Fast(names, "names must be a sequence of str");
+	const char **c = NULL;
+	int err = -1;
+
+	if (!seq)
+		return -1;
+	if ((uint32_t)PySequence_Fast_GET_SIZE(seq) != pol->nrules) {
+		PyErr_SetString(PyExc_ValueError, "one name per rule");
+		goto out;
+	}
+	c = PyMem_Calloc(pol->nrules + 1, sizeof(*c));
+	if (!c) {
+		PyErr_NoMemory();
+		goto out;
+	}
+	for (uint32_t i = 0; i < pol->nrules; i++) {
+		c[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+		if (!c[i])
+			goto out;
+		for (const char *k = c[i]; *k; k++) {
+			if (*k == '"' || *k == '\\' || (unsigned char)*k < 0x20) {
+				PyErr_Format(PyExc_ValueError, "rule name %R: no quotes, backslashes or "
+					     "control characters", PySequence_Fast_GET_ITEM(seq, i));
+				goto out;
+			}
+		}
+	}
+	if (fwd_policy_set_names(pol, c) == 0)
+		err = 0;
+	else
+		PyErr_NoMemory();
+out:
+	PyMem_Free(c);
+	Py_DECREF(seq);
+	return err;
+}
+
 static PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = { "rules", "default_verdict", "default_mark", NULL };
-	PyObject *rules, *seq;
+	static char *kwlist[] = { "rules", "default_verdict", "default_mark", "names", NULL };
+	PyObject *rules, *seq, *names = Py_None;
 	unsigned int def_verdict;
 	long long def_mark = FWD_MARK_NONE;
 	struct fwd_policy *pol;
 	Py_ssize_t n;
 
 	if (check_ready(self) ||
-	    !PyArg_ParseTupleAndKeywords(args, kw, "OI|L", kwlist, &rules, &def_verdict, &def_mark))
+	    !PyArg_ParseTupleAndKeywords(args, kw, "OI|LO", kwlist, &rules, &def_verdict, &def_mark,
+					 &names))
 		return NULL;
 	if (def_verdict > 1 || def_mark < -1 || def_mark > 0xffffffffLL) {
 		PyErr_SetString(PyExc_ValueError, "default verdict or mark out of range");
@@ -258,6 +301,10 @@ static PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject 
 		}
 	}
 	Py_DECREF(seq);
+	if (names != Py_None && set_rule_names(pol, names)) {
+		fwd_policy_free(pol);
+		return NULL;
+	}
 	Py_BEGIN_ALLOW_THREADS
 	fwd_engine_set_policy(self->engine, pol);
 	Py_END_ALLOW_THREADS
@@ -322,7 +369,7 @@ static PyObject *Engine_process(EngineObject *self, PyObject *args, PyObject *kw
 		goto done;
 	}
 	Py_BEGIN_ALLOW_THREADS
-	fwd_engine_process(self->engine, worker, in, (size_t)n, seconds_to_ns(now), out);
+	fwd_engine_process(self->engine, worker, in, (size_t)n, seconds_to_ns(now), out, NULL, NULL);
 	Py_END_ALLOW_THREADS
 	fwd_engine_release(self->engine, worker);
 	list = PyList_New(n);
@@ -670,7 +717,7 @@ static int tuple_arg(PyObject *data, struct fwd_pkt *p)
 
 	if (PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE))
 		return -1;
-	fwd_pkt_parse(p, buf.buf, (size_t)buf.len);
+	fwd_pkt_parse(p, buf.buf, (size_t)buf.len, 0);
 	PyBuffer_Release(&buf);
 	return 0;
 }
@@ -724,14 +771,17 @@ static PyObject *tuple_dict(const struct fwd_tuple *t)
 static const char *const kind_names[] = { "tracked", "icmp_error", "untracked", "invalid" };
 static const char *const error_names[] = { NULL, "truncated", "malformed", "fragment" };
 
-/* parse_packet(data) -> dict: what the parser makes of one packet (for tests and tools). */
-static PyObject *mod_parse_packet(PyObject *Py_UNUSED(m), PyObject *data)
+static PyObject *mod_parse_packet(PyObject *Py_UNUSED(m), PyObject *args)
 {
+	unsigned int wire_len = 0;
 	struct fwd_pkt p;
+	Py_buffer buf;
 	PyObject *d;
 
-	if (tuple_arg(data, &p))
+	if (!PyArg_ParseTuple(args, "y*|I", &buf, &wire_len))
 		return NULL;
+	fwd_pkt_parse(&p, buf.buf, (size_t)buf.len, wire_len);
+	PyBuffer_Release(&buf);
 	d = Py_BuildValue("{s:s}", "kind", kind_names[p.kind]);
 	if (!d)
 		return NULL;
@@ -770,7 +820,8 @@ static PyObject *mod_parse_packet(PyObject *Py_UNUSED(m), PyObject *data)
 
 static PyMethodDef Engine_methods[] = {
 	{ "set_policy", (PyCFunction)(void (*)(void))Engine_set_policy, METH_VARARGS | METH_KEYWORDS,
-	  "set_policy(rules, default_verdict, default_mark=-1): swap the compiled policy" },
+	  "set_policy(rules, default_verdict, default_mark=-1, names=None): swap the compiled "
+	  "policy (names: one per rule, used in verdict traces)" },
 	{ "process", (PyCFunction)(void (*)(void))Engine_process, METH_VARARGS | METH_KEYWORDS,
 	  "process(packets, now, worker=0) -> [(verdict, mark, state, rule)]" },
 	{ "gc", (PyCFunction)(void (*)(void))Engine_gc, METH_VARARGS | METH_KEYWORDS,
@@ -804,8 +855,162 @@ static PyTypeObject EngineType = {
 	.tp_methods = Engine_methods,
 };
 
+/* NfqWorkers: native NFQUEUE workers, one thread per queue, sharing one Engine. */
+typedef struct {
+	PyObject_HEAD
+	EngineObject *engine; /* strong reference: the engine outlives its workers */
+	Py_ssize_t n;
+	struct fwd_nfq_worker *w;
+} NfqWorkersObject;
+
+static void nfq_close_all(NfqWorkersObject *self)
+{
+	Py_BEGIN_ALLOW_THREADS
+	for (Py_ssize_t i = 0; i < self->n; i++)
+		fwd_nfq_close(&self->w[i]);
+	Py_END_ALLOW_THREADS
+}
+
+static int NfqWorkers_init(NfqWorkersObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "engine", "queues", "copy_range", "max_len", "batch", "rcvbuf",
+				  "fail_open", "trace_fd", NULL };
+	struct fwd_nfq_config cfg = { .copy_range = 0xffff, .max_len = 4096, .batch = 64,
+				      .rcvbuf = 16u << 20, .fail_open = true, .trace_fd = -1 };
+	PyObject *engine, *queues, *seq;
+	int fail_open = 1;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O|$IIIIpi", kwlist, &EngineType, &engine,
+					 &queues, &cfg.copy_range, &cfg.max_len, &cfg.batch,
+					 &cfg.rcvbuf, &fail_open, &cfg.trace_fd))
+		return -1;
+	if (self->w) {
+		PyErr_SetString(PyExc_RuntimeError, "NfqWorkers already initialised");
+		return -1;
+	}
+	if (check_ready((EngineObject *)engine))
+		return -1;
+	cfg.fail_open = fail_open;
+	seq = PySequence_Fast(queues, "queues must be a sequence of queue numbers");
+	if (!seq)
+		return -1;
+	self->w = PyMem_Calloc((size_t)PySequence_Fast_GET_SIZE(seq) + 1, sizeof(*self->w));
+	if (!self->w) {
+		Py_DECREF(seq);
+		PyErr_NoMemory();
+		return -1;
+	}
+	Py_INCREF(engine);
+	self->engine = (EngineObject *)engine;
+	for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+		long q = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+		int err;
+
+		if (q < 0 || q > 65535) {
+			if (!PyErr_Occurred())
+				PyErr_SetString(PyExc_ValueError, "queue numbers are 0..65535");
+			goto fail;
+		}
+		Py_BEGIN_ALLOW_THREADS
+		err = fwd_nfq_open(&self->w[i], self->engine->engine, (uint16_t)q, &cfg);
+		Py_END_ALLOW_THREADS
+		if (err) {
+			errno = -err;
+			PyErr_Format(err == -EINVAL ? PyExc_ValueError : PyExc_OSError,
+				     "queue %ld: %s", q, strerror(-err));
+			goto fail;
+		}
+		self->n = i + 1;
+	}
+	Py_DECREF(seq);
+	return 0;
+fail:
+	Py_DECREF(seq);
+	nfq_close_all(self);
+	self->n = 0;
+	return -1;
+}
+
+static void NfqWorkers_dealloc(NfqWorkersObject *self)
+{
+	nfq_close_all(self);
+	PyMem_Free(self->w);
+	Py_XDECREF(self->engine);
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *NfqWorkers_start(NfqWorkersObject *self, PyObject *Py_UNUSED(ignored))
+{
+	for (Py_ssize_t i = 0; i < self->n; i++) {
+		int err;
+
+		if (self->w[i].started)
+			continue;
+		err = fwd_nfq_start(&self->w[i]);
+		if (err)
+			return errno_error(err);
+	}
+	Py_RETURN_NONE;
+}
+
+/* stop(): stops every thread and unbinds every queue; idempotent. */
+static PyObject *NfqWorkers_stop(NfqWorkersObject *self, PyObject *Py_UNUSED(ignored))
+{
+	nfq_close_all(self);
+	Py_RETURN_NONE;
+}
+
+static PyObject *NfqWorkers_stats(NfqWorkersObject *self, PyObject *Py_UNUSED(ignored))
+{
+	PyObject *list = PyList_New(self->n);
+
+	for (Py_ssize_t i = 0; list && i < self->n; i++) {
+		const struct fwd_nfq_worker *w = &self->w[i];
+		PyObject *d = Py_BuildValue("{s:i,s:O,s:i}", "queue", w->queue, "running",
+					    __atomic_load_n(&w->running, __ATOMIC_ACQUIRE) ? Py_True : Py_False,
+					    "error", __atomic_load_n(&w->error, __ATOMIC_ACQUIRE));
+
+		if (!d) {
+			Py_CLEAR(list);
+			break;
+		}
+		PyList_SET_ITEM(list, i, d);
+#define X(name)                                                                            \
+		if (set_u64(d, #name, __atomic_load_n(&w->st.name, __ATOMIC_RELAXED))) { \
+			Py_CLEAR(list);                                                    \
+			break;                                                             \
+		}
+		FWD_NFQ_COUNTERS(X)
+#undef X
+	}
+	return list;
+}
+
+static PyMethodDef NfqWorkers_methods[] = {
+	{ "start", (PyCFunction)NfqWorkers_start, METH_NOARGS, "start the worker threads" },
+	{ "stop", (PyCFunction)NfqWorkers_stop, METH_NOARGS,
+	  "stop the threads and unbind the queues (idempotent)" },
+	{ "stats", (PyCFunction)NfqWorkers_stats, METH_NOARGS,
+	  "stats() -> [dict]: per queue counters, running, error" },
+	{ NULL },
+};
+
+static PyTypeObject NfqWorkersType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "fwd._core.NfqWorkers",
+	.tp_doc = "NfqWorkers(engine, queues, *, copy_range, max_len, batch, rcvbuf, fail_open, "
+		  "trace_fd): native NFQUEUE workers, one thread per queue, GIL-free.",
+	.tp_basicsize = sizeof(NfqWorkersObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)NfqWorkers_init,
+	.tp_dealloc = (destructor)NfqWorkers_dealloc,
+	.tp_methods = NfqWorkers_methods,
+};
+
 static PyMethodDef module_methods[] = {
-	{ "parse_packet", mod_parse_packet, METH_O, "parse_packet(data) -> dict" },
+	{ "parse_packet", mod_parse_packet, METH_VARARGS,
+	  "parse_packet(data, wire_len=0) -> dict: what the parser makes of one packet" },
 	{ NULL },
 };
 
@@ -818,7 +1023,7 @@ PyMODINIT_FUNC PyInit__core(void)
 {
 	PyObject *m, *names;
 
-	if (PyType_Ready(&EngineType) < 0)
+	if (PyType_Ready(&EngineType) < 0 || PyType_Ready(&NfqWorkersType) < 0)
 		return NULL;
 	m = PyModule_Create(&core_module);
 	if (!m)
@@ -826,6 +1031,7 @@ PyMODINIT_FUNC PyInit__core(void)
 	names = Py_BuildValue("(sssss)", state_names[0], state_names[1], state_names[2],
 			      state_names[3], state_names[4]);
 	if (PyModule_AddObjectRef(m, "Engine", (PyObject *)&EngineType) < 0 ||
+	    PyModule_AddObjectRef(m, "NfqWorkers", (PyObject *)&NfqWorkersType) < 0 ||
 	    PyModule_AddIntConstant(m, "VERDICT_DROP", FWD_DROP) < 0 ||
 	    PyModule_AddIntConstant(m, "VERDICT_ACCEPT", FWD_ACCEPT) < 0 ||
 	    PyModule_AddIntConstant(m, "STATE_NEW", FWD_STATE_NEW) < 0 ||

@@ -199,7 +199,7 @@ static bool create_ct(struct fwd_engine *e, struct fwd_worker *w, const struct f
 }
 
 void fwd_engine_process(struct fwd_engine *e, unsigned wi, const struct fwd_pkt_in *in, size_t n,
-			uint64_t now, struct fwd_result *out)
+			uint64_t now, struct fwd_result *out, fwd_trace_fn trace, void *trace_arg)
 {
 	struct fwd_worker *w = &e->workers[wi];
 	struct fwd_policy *pol = policy_enter(e, &w->reading);
@@ -211,7 +211,7 @@ void fwd_engine_process(struct fwd_engine *e, unsigned wi, const struct fwd_pkt_
 		bool create;
 		int rule;
 
-		fwd_pkt_parse(&p, in[i].data, in[i].len);
+		fwd_pkt_parse(&p, in[i].data, in[i].len, in[i].wire_len);
 		m.state = track(e, w, &p, now, &create);
 		rule = fwd_policy_match(pol, &m);
 		r->rule = rule;
@@ -226,6 +226,8 @@ void fwd_engine_process(struct fwd_engine *e, unsigned wi, const struct fwd_pkt_
 		else
 			COUNT(w, dropped);
 	}
+	if (trace)
+		trace(pol, trace_arg);
 	policy_leave(&w->reading);
 	FWD_RELAXED_INC(w->st.packets, n);
 	COUNT(w, batches);

@@ -43,6 +43,7 @@ struct fwd_engine {
 struct fwd_pkt_in {
 	const uint8_t *data; /* starts at the IP header */
 	uint32_t len;
+	uint32_t wire_len;   /* length on the wire if the copy was cut short, else 0 */
 	uint32_t iif, oif;   /* interface indexes, 0 = unknown */
 };
 
@@ -66,10 +67,14 @@ void fwd_engine_set_policy(struct fwd_engine *e, struct fwd_policy *pol);
 int fwd_engine_claim(struct fwd_engine *e, unsigned w);
 void fwd_engine_release(struct fwd_engine *e, unsigned w);
 
+/* Called after a batch is decided, with the policy that decided it (for rule names). */
+typedef void (*fwd_trace_fn)(const struct fwd_policy *pol, void *arg);
+
 /* Decides n packets: exactly one result per packet.  `now` is the caller's clock in ns.
+ * `trace` (may be NULL) is called once at the end with the policy in force.
  * Locking: shard locks one or two at a time (see fwd_ct.h); never called with a lock held. */
 void fwd_engine_process(struct fwd_engine *e, unsigned w, const struct fwd_pkt_in *in, size_t n,
-			uint64_t now, struct fwd_result *out);
+			uint64_t now, struct fwd_result *out, fwd_trace_fn trace, void *trace_arg);
 
 /* Copies the current policy's per-rule hit counts into out[0..nrules] (default last) and returns
  * nrules, or -ENOSPC if more than `max` rules.  Locking: callers serialise (one control reader). */

@@ -26,7 +26,7 @@ static inline uint16_t rd16(const uint8_t *p)
 /* Parse the IP header(s) at data[0..len): family, addresses, protocol, L4 offset.
  * `inner` relaxes the total-length check for packets quoted inside ICMP errors, which are
  * usually cut short.  Returns 0, or a negative fwd_pkt_error. */
-static int parse_l3(struct fwd_pkt *p, const uint8_t *data, size_t len, bool inner)
+static int parse_l3(struct fwd_pkt *p, const uint8_t *data, size_t len, size_t wire, bool inner)
 {
 	struct fwd_tuple *t = &p->tuple;
 
@@ -45,9 +45,11 @@ static int parse_l3(struct fwd_pkt *p, const uint8_t *data, size_t len, bool inn
 		if (ihl > len)
 			return -FWD_PKT_ERR_TRUNCATED;
 		if (!inner) {
-			if (tot > len)
+			if (tot > wire)
 				return -FWD_PKT_ERR_TRUNCATED;
-			len = tot; /* ignore link-layer padding */
+			wire = tot;
+			if (tot < len)
+				len = tot; /* ignore link-layer padding */
 		} else if (tot < len) {
 			len = tot;
 		}
@@ -61,6 +63,7 @@ static int parse_l3(struct fwd_pkt *p, const uint8_t *data, size_t len, bool inn
 			return -FWD_PKT_ERR_FRAGMENT;
 		p->l4off = (uint32_t)ihl;
 		p->l4len = (uint32_t)(len - ihl);
+		p->l4wire = inner ? p->l4len : (uint32_t)(wire - ihl);
 		return 0;
 	}
 	case 6: {
@@ -73,9 +76,11 @@ static int parse_l3(struct fwd_pkt *p, const uint8_t *data, size_t len, bool inn
 		if (!inner) {
 			if (payload == 0) /* jumbograms are not supported */
 				return -FWD_PKT_ERR_MALFORMED;
-			if (40 + payload > len)
+			if (40 + payload > wire)
 				return -FWD_PKT_ERR_TRUNCATED;
-			len = 40 + payload;
+			wire = 40 + payload;
+			if (wire < len)
+				len = wire;
 		} else if (40 + payload < len) {
 			len = 40 + payload;
 		}
@@ -113,6 +118,7 @@ static int parse_l3(struct fwd_pkt *p, const uint8_t *data, size_t len, bool inn
 		t->proto = nexthdr;
 		p->l4off = (uint32_t)off;
 		p->l4len = (uint32_t)(len - off);
+		p->l4wire = inner ? p->l4len : (uint32_t)(wire - off);
 		return 0;
 	}
 	default:
@@ -189,7 +195,7 @@ static int parse_l4(struct fwd_pkt *p, const uint8_t *data, bool inner)
 		if (!inner && t->proto == IPPROTO_UDP_) {
 			size_t ulen = rd16(l4 + 4);
 
-			if (ulen < 8 || ulen > n)
+			if (ulen < 8 || ulen > p->l4wire)
 				return -FWD_PKT_ERR_MALFORMED;
 		}
 		return 0;
@@ -207,12 +213,12 @@ static int parse_l4(struct fwd_pkt *p, const uint8_t *data, bool inner)
 	}
 }
 
-int fwd_pkt_parse(struct fwd_pkt *p, const uint8_t *data, size_t len)
+int fwd_pkt_parse(struct fwd_pkt *p, const uint8_t *data, size_t len, size_t wire_len)
 {
 	int err;
 
 	memset(p, 0, sizeof(*p));
-	err = parse_l3(p, data, len, false);
+	err = parse_l3(p, data, len, wire_len > len ? wire_len : len, false);
 	if (!err)
 		err = parse_l4(p, data, false);
 	if (err) {
@@ -229,7 +235,7 @@ int fwd_pkt_parse(struct fwd_pkt *p, const uint8_t *data, size_t len)
 			size_t qlen = p->l4len - 8;
 
 			memset(&in, 0, sizeof(in));
-			err = parse_l3(&in, q, qlen, true);
+			err = parse_l3(&in, q, qlen, qlen, true);
 			if (!err && in.tuple.family != p->tuple.family)
 				err = -FWD_PKT_ERR_MALFORMED;
 			if (!err)

@@ -42,16 +42,19 @@ struct fwd_pkt {
 	struct fwd_tuple tuple; /* valid for TRACKED; for others family/addresses/proto as far as parsed */
 	struct fwd_tuple inner; /* ICMP_ERROR only */
 	uint32_t l4off;         /* offset of the transport header */
-	uint32_t l4len;         /* bytes from l4off to the end of the IP payload */
+	uint32_t l4len;         /* bytes of transport header + payload we have */
+	uint32_t l4wire;        /* bytes of transport header + payload on the wire (>= l4len) */
 	uint8_t kind;           /* enum fwd_pkt_kind */
 	uint8_t error;          /* enum fwd_pkt_error when kind == INVALID */
 	uint8_t tcp_flags;
 	uint8_t l3_parsed;      /* family and addresses are valid */
 };
 
-/* Parses `len` bytes starting at the IP header.  Every read is bounds-checked against len.
- * Returns the kind (also stored in p->kind).  Locking: none. */
-int fwd_pkt_parse(struct fwd_pkt *p, const uint8_t *data, size_t len);
+/* Parses `len` bytes starting at the IP header.  `wire_len` (>= len) is the packet's real length
+ * when the copy was cut short (NFQUEUE copy range): the headers must still be within `len`.
+ * Every read is bounds-checked against len.  Returns the kind (also in p->kind).
+ * Locking: none. */
+int fwd_pkt_parse(struct fwd_pkt *p, const uint8_t *data, size_t len, size_t wire_len);
 
 /* ICMP message type answering `type` (echo request -> reply ...), or -1 if it has none. */
 int fwd_icmp_reply_type(uint8_t family, uint8_t type);

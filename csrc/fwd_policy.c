@@ -97,9 +97,26 @@ struct fwd_policy *fwd_policy_alloc(uint32_t nrules, uint32_t nworkers)
 
 void fwd_policy_free(struct fwd_policy *pol)
 {
-	if (pol)
+	if (pol) {
+		for (uint32_t i = 0; pol->names && i < pol->nrules; i++)
+			free(pol->names[i]);
+		free(pol->names);
 		free(pol->hits);
+	}
 	free(pol);
+}
+
+int fwd_policy_set_names(struct fwd_policy *pol, const char *const *names)
+{
+	pol->names = calloc(pol->nrules + 1, sizeof(*pol->names));
+	if (!pol->names)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < pol->nrules; i++) {
+		pol->names[i] = strdup(names[i]);
+		if (!pol->names[i])
+			return -ENOMEM; /* fwd_policy_free releases what was copied */
+	}
+	return 0;
 }
 
 void fwd_policy_hits(const struct fwd_policy *pol, uint64_t *out)

@@ -38,6 +38,7 @@ struct fwd_policy {
 	uint32_t nworkers;
 	uint32_t hits_stride;  /* counters per worker row: nrules + 1, rounded up to a cache line */
 	uint64_t *hits;        /* [worker][rule], the default verdict last; each row its owner's */
+	char **names;          /* rule names for traces, NULL or nrules JSON-safe strings */
 	uint8_t default_verdict;
 	int64_t default_mark;
 	struct fwd_rule rules[];
@@ -46,6 +47,8 @@ struct fwd_policy {
 /* A zeroed policy of nrules rules with hit counters for nworkers.  NULL if out of memory. */
 struct fwd_policy *fwd_policy_alloc(uint32_t nrules, uint32_t nworkers);
 void fwd_policy_free(struct fwd_policy *pol);
+/* Copies the rule names (nrules of them) into the policy.  Returns 0 or -ENOMEM. */
+int fwd_policy_set_names(struct fwd_policy *pol, const char *const *names);
 
 /* Counts one packet decided by `rule` (-1: the default) on worker w.  Locking: worker w only. */
 static inline void fwd_policy_hit(struct fwd_policy *pol, unsigned w, int rule)

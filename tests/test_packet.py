@@ -109,3 +109,13 @@ def test_placement_spreads_and_reply_tuple_hashes_elsewhere():
 def test_random_seed_per_engine():
     p = udp(C4, S4, 1, 2)
     assert len({_core.Engine().placement(p)["bucket"] for _ in range(8)}) > 1
+
+
+def test_copy_cut_short_by_the_queue_still_parses_when_headers_are_complete():
+    data = udp(C4, S4, 1, 2, payload=b"p" * 1000)
+    assert _core.parse_packet(data[:60])["kind"] == "invalid"  # no wire length: truncated
+    p = _core.parse_packet(data[:60], len(data))
+    assert p["kind"] == "tracked" and p["tuple"]["dport"] == 2
+    v6 = tcp(C6, S6, 1, 2, "S")
+    assert _core.parse_packet(v6[:50], len(v6))["kind"] == "invalid"  # TCP header cut: truncated
+    assert _core.parse_packet(data[:60], len(data) - 1)["error"] == "truncated"
