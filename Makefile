@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := gcc make python3-dev python3-venv iptables iproute2 iputils-ping \
-	libnetfilter-queue-dev libnfnetlink-dev conntrack tcpdump
+	libnetfilter-queue-dev libnfnetlink-dev libmnl-dev conntrack tcpdump
 ASAN_TREE := build/asan
 PYTEST_ARGS ?=
 
