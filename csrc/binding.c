@@ -687,28 +687,30 @@ static PyObject *Engine_kill(EngineObject *self, PyObject *args)
 
 static PyObject *Engine_stress(EngineObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = { "threads", "conns", "rounds", NULL };
+	static char *kwlist[] = { "threads", "conns", "rounds", "keep", NULL };
 	unsigned int threads, conns, rounds = 1;
 	struct fwd_stress_result r;
-	int err;
+	int err, keep = 0;
 
-	if (check_ready(self) ||
-	    !PyArg_ParseTupleAndKeywords(args, kw, "II|I", kwlist, &threads, &conns, &rounds))
+	if (check_ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "II|Ip", kwlist, &threads,
+								&conns, &rounds, &keep))
 		return NULL;
 	if (!threads || threads > 256) {
 		PyErr_SetString(PyExc_ValueError, "threads must be 1..256");
 		return NULL;
 	}
 	Py_BEGIN_ALLOW_THREADS
-	err = fwd_stress_run(&self->engine->ct, threads, conns, rounds, &r);
+	err = fwd_stress_run(&self->engine->ct, threads, conns, rounds, keep, &r);
 	Py_END_ALLOW_THREADS
 	if (err)
 		return errno_error(err);
-	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d}", "inserted", r.inserted,
-			     "insert_failed", r.insert_failed, "found_orig", r.found_orig,
-			     "found_reply", r.found_reply, "missing", r.missing, "killed", r.killed,
-			     "cross_shard", r.cross_shard, "lookups", r.lookups, "seconds",
-			     (double)r.elapsed_ns / 1e9);
+	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d,s:d,s:d}", "inserted",
+			     r.inserted, "insert_failed", r.insert_failed, "found_orig",
+			     r.found_orig, "found_reply", r.found_reply, "missing", r.missing,
+			     "killed", r.killed, "cross_shard", r.cross_shard, "lookups", r.lookups,
+			     "seconds", (double)r.elapsed_ns / 1e9, "insert_seconds",
+			     (double)r.insert_ns / 1e9, "lookup_seconds", (double)r.lookup_ns / 1e9,
+			     "kill_seconds", (double)r.kill_ns / 1e9);
 }
 
 static int tuple_arg(PyObject *data, struct fwd_pkt *p)
@@ -835,7 +837,8 @@ static PyMethodDef Engine_methods[] = {
 	{ "kill", (PyCFunction)Engine_kill, METH_VARARGS,
 	  "kill(family, proto, src, dst, sport, dport) -> bool: remove one connection" },
 	{ "stress", (PyCFunction)(void (*)(void))Engine_stress, METH_VARARGS | METH_KEYWORDS,
-	  "stress(threads, conns, rounds=1) -> dict: multi-threaded table exerciser" },
+	  "stress(threads, conns, rounds=1, keep=False) -> dict: multi-threaded table exerciser; "
+	  "*_seconds are per phase, summed over threads" },
 	{ "placement", (PyCFunction)Engine_placement, METH_O,
 	  "placement(packet) -> buckets and shards of the packet's tuple and its reply" },
 	{ "timeouts_default", (PyCFunction)Engine_timeouts_default, METH_NOARGS | METH_STATIC,

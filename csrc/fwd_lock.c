@@ -16,6 +16,7 @@ int fwd_lock_init(struct fwd_lock *l, enum fwd_lock_class cls, uint32_t index)
 	int err;
 
 	*l = (struct fwd_lock){ .cls = cls, .index = index };
+	fwd_tick_ns(); /* calibrate now, not inside the first contended wait */
 	pthread_mutexattr_init(&attr);
 #ifdef PTHREAD_MUTEX_ADAPTIVE_NP
 	/* Spin briefly before sleeping: critical sections here are a few hundred ns. */
@@ -34,17 +35,38 @@ void fwd_lock_destroy(struct fwd_lock *l)
 /* Slow path of fwd_lock(): block, then account the wait. Locking: acquires l. */
 void fwd_lock_contended_wait(struct fwd_lock *l)
 {
-	uint64_t t0 = fwd_now_ns(), waited;
+	uint64_t t0 = fwd_ticks(), waited, ns;
 	unsigned b = 0;
 
 	pthread_mutex_lock(&l->mutex);
-	l->acquired_at = fwd_now_ns();
+	l->acquired_at = fwd_ticks();
 	waited = l->acquired_at - t0;
-	while (b < FWD_LOCK_HIST_BUCKETS - 1 && waited >= (1ull << (b + FWD_LOCK_HIST_SHIFT)))
+	ns = (uint64_t)((double)waited * fwd_tick_ns());
+	while (b < FWD_LOCK_HIST_BUCKETS - 1 && ns >= (1ull << (b + FWD_LOCK_HIST_SHIFT)))
 		b++;
 	FWD_RELAXED_INC(l->wait_hist[b], 1);
 	FWD_RELAXED_INC(l->contended, 1);
-	FWD_RELAXED_INC(l->wait_ns, waited);
+	FWD_RELAXED_INC(l->wait_ticks, waited);
+}
+
+static double tick_ns;
+static pthread_once_t tick_once = PTHREAD_ONCE_INIT;
+
+/* Ticks against the monotonic clock over 20 ms. */
+static void calibrate(void)
+{
+	uint64_t n0 = fwd_now_ns(), t0 = fwd_ticks(), n1;
+	struct timespec pause = { .tv_nsec = 20 * 1000 * 1000 };
+
+	nanosleep(&pause, NULL);
+	n1 = fwd_now_ns();
+	tick_ns = (double)(n1 - n0) / (double)(fwd_ticks() - t0);
+}
+
+double fwd_tick_ns(void)
+{
+	pthread_once(&tick_once, calibrate);
+	return tick_ns;
 }
 
 void fwd_lock_stats_add(const struct fwd_lock *l, struct fwd_lock_stats *s)
@@ -52,8 +74,10 @@ void fwd_lock_stats_add(const struct fwd_lock *l, struct fwd_lock_stats *s)
 	s->count++;
 	s->acquisitions += __atomic_load_n(&l->acquisitions, __ATOMIC_RELAXED);
 	s->contended += __atomic_load_n(&l->contended, __ATOMIC_RELAXED);
-	s->wait_ns += __atomic_load_n(&l->wait_ns, __ATOMIC_RELAXED);
-	s->hold_ns += __atomic_load_n(&l->hold_ns, __ATOMIC_RELAXED);
+	s->wait_ns += (uint64_t)((double)__atomic_load_n(&l->wait_ticks, __ATOMIC_RELAXED) *
+				 fwd_tick_ns());
+	s->hold_ns += (uint64_t)((double)__atomic_load_n(&l->hold_ticks, __ATOMIC_RELAXED) *
+				 fwd_tick_ns());
 	for (unsigned i = 0; i < FWD_LOCK_HIST_BUCKETS; i++)
 		s->wait_hist[i] += __atomic_load_n(&l->wait_hist[i], __ATOMIC_RELAXED);
 }

@@ -12,6 +12,7 @@ struct worker {
 	struct fwd_ct_table *t;
 	const int *go; /* all threads begin together, so that they really overlap */
 	unsigned id, nthreads, conns, rounds;
+	bool keep;
 	struct fwd_stress_result r;
 };
 
@@ -43,6 +44,8 @@ static void *run(void *arg)
 	if (!cts)
 		return NULL;
 	for (unsigned round = 0; round < w->rounds; round++) {
+		bool last = round + 1 == w->rounds;
+		uint64_t t0 = fwd_now_ns();
 		unsigned n = 0;
 
 		for (unsigned i = 0; i < w->conns; i++) {
@@ -64,6 +67,8 @@ static void *run(void *arg)
 				w->r.insert_failed++;
 			}
 		}
+		w->r.insert_ns += fwd_now_ns() - t0;
+		t0 = fwd_now_ns();
 		for (unsigned i = 0; i < n; i++) {
 			for (int d = 0; d < 2; d++) {
 				int dir = -1;
@@ -90,17 +95,21 @@ static void *run(void *arg)
 			if (ct)
 				fwd_ct_put(ct);
 		}
+		w->r.lookup_ns += fwd_now_ns() - t0;
+		t0 = fwd_now_ns();
 		for (unsigned i = 0; i < n; i++) {
-			w->r.killed += fwd_ct_kill(w->t, cts[i]);
+			if (!(w->keep && last))
+				w->r.killed += fwd_ct_kill(w->t, cts[i]);
 			fwd_ct_put(cts[i]);
 		}
+		w->r.kill_ns += fwd_now_ns() - t0;
 	}
 	free(cts);
 	return NULL;
 }
 
 int fwd_stress_run(struct fwd_ct_table *t, unsigned threads, unsigned conns, unsigned rounds,
-		   struct fwd_stress_result *res)
+		   bool keep, struct fwd_stress_result *res)
 {
 	struct worker *ws = calloc(threads, sizeof(*ws));
 	pthread_t *tids = calloc(threads, sizeof(*tids));
@@ -117,7 +126,7 @@ int fwd_stress_run(struct fwd_ct_table *t, unsigned threads, unsigned conns, uns
 	}
 	for (unsigned i = 0; i < threads; i++) {
 		ws[i] = (struct worker){ .t = t, .go = &go, .id = i, .nthreads = threads,
-					 .conns = conns, .rounds = rounds };
+					 .conns = conns, .rounds = rounds, .keep = keep };
 		if (pthread_create(&tids[i], NULL, run, &ws[i])) {
 			err = -EAGAIN;
 			break;
@@ -131,6 +140,7 @@ int fwd_stress_run(struct fwd_ct_table *t, unsigned threads, unsigned conns, uns
 #define ADD(f) res->f += ws[i].r.f
 		ADD(inserted); ADD(insert_failed); ADD(found_orig); ADD(found_reply);
 		ADD(missing); ADD(killed); ADD(cross_shard); ADD(lookups);
+		ADD(insert_ns); ADD(lookup_ns); ADD(kill_ns);
 #undef ADD
 	}
 	res->elapsed_ns = fwd_now_ns() - t0;

@@ -6,14 +6,19 @@
 
 #include "fwd_ct.h"
 
+#include <stdbool.h>
+
 struct fwd_stress_result {
 	uint64_t inserted, insert_failed, found_orig, found_reply, missing, killed, cross_shard;
 	uint64_t lookups, elapsed_ns;
+	uint64_t insert_ns, lookup_ns, kill_ns; /* per phase, summed over threads */
 };
 
-/* Runs `threads` threads for `rounds` rounds of `conns` connections each.
- * Returns 0 or a negative errno (thread creation).  Locking: as fwd_ct.h. */
+/* Runs `threads` threads for `rounds` rounds of `conns` connections each: insert them all, look
+ * each up by both tuples (and a neighbour's), then delete them — except in the last round when
+ * `keep` is set, which leaves them in the table.  Returns 0 or a negative errno.
+ * Locking: as fwd_ct.h. */
 int fwd_stress_run(struct fwd_ct_table *t, unsigned threads, unsigned conns, unsigned rounds,
-		   struct fwd_stress_result *res);
+		   bool keep, struct fwd_stress_result *res);
 
 #endif
