@@ -1,21 +1,24 @@
 # fwd — build, run and test.  Everything a fresh Debian machine (as root) needs is installed here.
 #   make run    the lab demo: namespaces, real traffic through fwd, its verdicts and table
 #   make test   unit + integration tests, then the same suite against an ASan/UBSan build
+#   make bench  NFQUEUE throughput and latency benchmarks (bench/README.md)
+#   make fuzz   the SIP parser under libFuzzer for FUZZ_TIME seconds (fuzz/README.md)
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := gcc make python3-dev python3-venv iptables iproute2 iputils-ping \
-	libnetfilter-queue-dev libnfnetlink-dev libmnl-dev conntrack tcpdump
+	libnetfilter-queue-dev libnfnetlink-dev libmnl-dev conntrack tcpdump \
+	clang libclang-rt-14-dev prometheus
 ASAN_TREE := build/asan
 PYTEST_ARGS ?=
 
-.PHONY: all deps build run test test-unit test-asan clean
+.PHONY: all deps build run test test-unit test-asan bench fuzz clean
 
 all: build
 
 # Debian packages: installed only when one is missing.
-build/.apt-stamp:
+build/.apt-stamp: Makefile
 	@mkdir -p build
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
@@ -43,7 +46,7 @@ test-unit: build
 # checker, in a copy of the tree so the normal build is untouched; the whole suite runs on it.
 test-asan: deps
 	rm -rf $(ASAN_TREE) && mkdir -p $(ASAN_TREE)
-	cp -r setup.py pyproject.toml README.md csrc fwd etc tests $(ASAN_TREE)/
+	cp -r setup.py pyproject.toml README.md csrc helpers fwd etc tests $(ASAN_TREE)/
 	rm -f $(ASAN_TREE)/fwd/*.so
 	cd $(ASAN_TREE) && FWD_SANITIZE=1 $(CURDIR)/$(PY) setup.py -q build_ext --inplace
 	cd $(ASAN_TREE) && PYTHONPATH=$(CURDIR)/$(ASAN_TREE) \
@@ -52,7 +55,28 @@ test-asan: deps
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
-test: test-unit test-asan
+test: test-unit test-asan fuzz
+
+# The SIP parser under libFuzzer + ASan/UBSan for a bounded time; new inputs go to build/fuzz,
+# the seeds in fuzz/corpus/sip stay as they are.  A small stream buffer brings its overflow paths
+# within reach of short inputs.
+FUZZ_TIME ?= 20
+FUZZ_DIR := build/fuzz
+fuzz: build/.apt-stamp
+	@mkdir -p $(FUZZ_DIR)/corpus-sip
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-DFWD_SIP_STREAM_MAX=1024 -Ihelpers/sip -Icsrc fuzz/fuzz_sip.c helpers/sip/fwd_sip_parse.c -o $(FUZZ_DIR)/fuzz_sip
+	$(FUZZ_DIR)/fuzz_sip -max_total_time=$(FUZZ_TIME) -timeout=5 -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus-sip fuzz/corpus/sip
+
+# Benchmarks (not tests): NFQUEUE throughput and latency in namespaces; see bench/README.md.
+#   make bench BENCH_ARGS=--quick    a smoke run
+BENCH_ARGS ?=
+LATENCY_ARGS ?=
+bench: build
+	$(MAKE) -C bench
+	$(PY) bench/nfq_bench.py $(BENCH_ARGS)
+	$(PY) bench/latency.py $(LATENCY_ARGS)
 
 clean:
 	rm -rf build $(VENV) fwd/*.so *.egg-info

@@ -1,4 +1,4 @@
-"""Builds the one C extension, fwd._core, from every file in csrc/.
+"""Builds the one C extension, fwd._core, from csrc/ and every helper's C files (helpers/*/).
 
 FWD_SANITIZE=1 builds it with AddressSanitizer + UndefinedBehaviorSanitizer and the debug
 lock-order checker (FWD_DEBUG)."""
@@ -20,9 +20,10 @@ setup(
     ext_modules=[
         Extension(
             "fwd._core",
-            sources=sorted(glob("csrc/*.c")),
+            sources=sorted(glob("csrc/*.c")) + sorted(glob("helpers/*/fwd_*.c")),
+            include_dirs=["csrc", *sorted(glob("helpers/*/"))],
             libraries=["mnl", "netfilter_queue"],
-            depends=sorted(glob("csrc/*.h")),
+            depends=sorted(glob("csrc/*.h")) + sorted(glob("helpers/*/*.h")),
             extra_compile_args=cflags,
             extra_link_args=ldflags,
         )

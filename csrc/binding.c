@@ -74,15 +74,16 @@ static int parse_timeouts(PyObject *dict, double *out)
 
 static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = { "shards", "buckets", "max_entries", "seed", "timeouts", NULL };
-	unsigned int shards = 1024, buckets = 65536, max_entries = 262144;
+	static char *kwlist[] = { "shards", "buckets", "max_entries", "seed", "timeouts",
+				  "expect_max", NULL };
+	unsigned int shards = 1024, buckets = 65536, max_entries = 262144, expect_max = 4096;
 	PyObject *seed_obj = Py_None, *timeouts = NULL;
 	double to[FWD_TO_COUNT];
 	uint64_t seed;
 	int err;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|$IIIOO", kwlist, &shards, &buckets,
-					 &max_entries, &seed_obj, &timeouts))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|$IIIOOI", kwlist, &shards, &buckets,
+					 &max_entries, &seed_obj, &timeouts, &expect_max))
 		return -1;
 	if (self->engine) {
 		PyErr_SetString(PyExc_RuntimeError, "Engine already initialised");
@@ -111,7 +112,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 		PyErr_NoMemory();
 		return -1;
 	}
-	err = fwd_engine_init(self->engine, buckets, shards, max_entries, seed, to);
+	err = fwd_engine_init(self->engine, buckets, shards, max_entries, expect_max, seed, to);
 	if (err) {
 		free(self->engine);
 		self->engine = NULL;
@@ -252,18 +253,113 @@ out:
 	return err;
 }
 
+/* One helper instance: (type, on_error, [(max_expected, timeout_s)] per class, [knobs],
+ * [(proto, port_lo, port_hi)] bindings). */
+static int parse_helper(PyObject *item, struct fwd_policy *pol)
+{
+	const char *type_name;
+	unsigned int on_error;
+	PyObject *classes, *knobs, *bindings;
+	const struct fwd_helper_type *type;
+	struct fwd_helper *h;
+
+	if (!PyTuple_Check(item) ||
+	    !PyArg_ParseTuple(item, "sIO!O!O!;helper must be (type, on_error, classes, knobs, bindings)",
+			      &type_name, &on_error, &PyList_Type, &classes, &PyList_Type, &knobs,
+			      &PyList_Type, &bindings)) {
+		if (!PyErr_Occurred())
+			PyErr_SetString(PyExc_TypeError, "helper must be a tuple");
+		return -1;
+	}
+	type = fwd_helper_type_find(type_name);
+	if (!type) {
+		PyErr_Format(PyExc_ValueError, "no helper type %R", PyTuple_GET_ITEM(item, 0));
+		return -1;
+	}
+	if (PyList_GET_SIZE(classes) != type->nclasses || PyList_GET_SIZE(knobs) > FWD_HELPER_KNOBS ||
+	    on_error > 1) {
+		PyErr_Format(PyExc_ValueError, "helper %s: %d classes, at most %d knobs, on_error 0/1",
+			     type_name, type->nclasses, FWD_HELPER_KNOBS);
+		return -1;
+	}
+	h = fwd_helper_new(type);
+	if (!h) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	pol->helpers[pol->nhelpers++] = h; /* freed with the policy from here on */
+	h->on_error = (uint8_t)on_error;
+	for (Py_ssize_t c = 0; c < PyList_GET_SIZE(classes); c++) {
+		unsigned int max;
+		double timeout;
+
+		if (!PyArg_ParseTuple(PyList_GET_ITEM(classes, c), "Id", &max, &timeout))
+			return -1;
+		if (!(timeout > 0 && timeout < 1e9)) {
+			PyErr_SetString(PyExc_ValueError, "expectation timeout out of range");
+			return -1;
+		}
+		h->policy[c] = (struct fwd_exp_class_policy){ max, seconds_to_ns(timeout) };
+	}
+	for (Py_ssize_t k = 0; k < PyList_GET_SIZE(knobs); k++) {
+		h->knobs[k] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(knobs, k));
+		if (PyErr_Occurred())
+			return -1;
+	}
+	for (Py_ssize_t b = 0; b < PyList_GET_SIZE(bindings); b++) {
+		struct fwd_helper_binding *bind;
+		unsigned int proto, lo, hi;
+
+		if (!PyArg_ParseTuple(PyList_GET_ITEM(bindings, b), "III", &proto, &lo, &hi))
+			return -1;
+		if (proto > 255 || lo > hi || hi > 65535) {
+			PyErr_SetString(PyExc_ValueError, "helper binding out of range");
+			return -1;
+		}
+		bind = realloc(pol->bindings, (pol->nbindings + 1) * sizeof(*bind));
+		if (!bind) {
+			PyErr_NoMemory();
+			return -1;
+		}
+		pol->bindings = bind;
+		bind[pol->nbindings++] = (struct fwd_helper_binding){ (uint8_t)proto, (uint16_t)lo,
+								      (uint16_t)hi, h };
+	}
+	return 0;
+}
+
+static int set_helpers(struct fwd_policy *pol, PyObject *helpers)
+{
+	PyObject *seq = PySequence_Fast(helpers, "helpers must be a sequence");
+	int err = 0;
+
+	if (!seq)
+		return -1;
+	pol->helpers = calloc((size_t)PySequence_Fast_GET_SIZE(seq) + 1, sizeof(*pol->helpers));
+	if (!pol->helpers) {
+		Py_DECREF(seq);
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (Py_ssize_t i = 0; !err && i < PySequence_Fast_GET_SIZE(seq); i++)
+		err = parse_helper(PySequence_Fast_GET_ITEM(seq, i), pol);
+	Py_DECREF(seq);
+	return err;
+}
+
 static PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = { "rules", "default_verdict", "default_mark", "names", NULL };
-	PyObject *rules, *seq, *names = Py_None;
+	static char *kwlist[] = { "rules", "default_verdict", "default_mark", "names", "helpers",
+				  NULL };
+	PyObject *rules, *seq, *names = Py_None, *helpers = Py_None;
 	unsigned int def_verdict;
 	long long def_mark = FWD_MARK_NONE;
 	struct fwd_policy *pol;
 	Py_ssize_t n;
 
 	if (check_ready(self) ||
-	    !PyArg_ParseTupleAndKeywords(args, kw, "OI|LO", kwlist, &rules, &def_verdict, &def_mark,
-					 &names))
+	    !PyArg_ParseTupleAndKeywords(args, kw, "OI|LOO", kwlist, &rules, &def_verdict, &def_mark,
+					 &names, &helpers))
 		return NULL;
 	if (def_verdict > 1 || def_mark < -1 || def_mark > 0xffffffffLL) {
 		PyErr_SetString(PyExc_ValueError, "default verdict or mark out of range");
@@ -301,7 +397,8 @@ static PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject 
 		}
 	}
 	Py_DECREF(seq);
-	if (names != Py_None && set_rule_names(pol, names)) {
+	if ((names != Py_None && set_rule_names(pol, names)) ||
+	    (helpers != Py_None && set_helpers(pol, helpers))) {
 		fwd_policy_free(pol);
 		return NULL;
 	}
@@ -313,9 +410,10 @@ static PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject 
 
 static PyObject *Engine_process(EngineObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = { "packets", "now", "worker", NULL };
+	static char *kwlist[] = { "packets", "now", "worker", "detail", NULL };
 	PyObject *packets, *seq, *list = NULL;
 	unsigned int worker = 0;
+	int detail = 0;
 	double now;
 	Py_ssize_t n, parsed = 0;
 	struct fwd_pkt_in *in = NULL;
@@ -324,7 +422,7 @@ static PyObject *Engine_process(EngineObject *self, PyObject *args, PyObject *kw
 	int err;
 
 	if (check_ready(self) ||
-	    !PyArg_ParseTupleAndKeywords(args, kw, "Od|I", kwlist, &packets, &now, &worker))
+	    !PyArg_ParseTupleAndKeywords(args, kw, "Od|Ip", kwlist, &packets, &now, &worker, &detail))
 		return NULL;
 	if (!(now >= 0)) {
 		PyErr_SetString(PyExc_ValueError, "now must be >= 0");
@@ -374,8 +472,10 @@ static PyObject *Engine_process(EngineObject *self, PyObject *args, PyObject *kw
 	fwd_engine_release(self->engine, worker);
 	list = PyList_New(n);
 	for (Py_ssize_t i = 0; list && i < n; i++) {
-		PyObject *t = Py_BuildValue("(iLii)", out[i].verdict, (long long)out[i].mark,
-					    out[i].state, out[i].rule);
+		PyObject *t = detail ? Py_BuildValue("(iLiiI)", out[i].verdict, (long long)out[i].mark,
+						     out[i].state, out[i].rule, out[i].exp_id)
+				     : Py_BuildValue("(iLii)", out[i].verdict, (long long)out[i].mark,
+						     out[i].state, out[i].rule);
 		if (!t) {
 			Py_CLEAR(list);
 			break;
@@ -402,6 +502,7 @@ static PyObject *Engine_gc(EngineObject *self, PyObject *args, PyObject *kw)
 		return NULL;
 	Py_BEGIN_ALLOW_THREADS
 	removed = fwd_ct_gc(&self->engine->ct, seconds_to_ns(now), budget);
+	fwd_exp_gc(&self->engine->exp, seconds_to_ns(now));
 	Py_END_ALLOW_THREADS
 	return PyLong_FromUnsignedLong(removed);
 }
@@ -531,53 +632,119 @@ static int set_u64(PyObject *dict, const char *key, uint64_t value)
 	return err;
 }
 
-/* Hits per rule of the current policy, the default verdict's last. */
-static PyObject *rule_hits_list(struct fwd_engine *e)
+/* Hits per rule of the current policy (the default verdict's last) and its helpers' counters,
+ * copied while the policy is pinned. */
+struct policy_copy {
+	uint32_t nrules, nhelpers;
+	uint64_t *hits;
+	struct {
+		const char *name;
+#define X(name) uint64_t name;
+		FWD_HELPER_COUNTERS(X)
+#undef X
+	} *helpers;
+	bool oom;
+};
+
+static void copy_policy(const struct fwd_policy *pol, void *arg)
 {
-	uint64_t *hits = PyMem_Calloc(FWD_MAX_RULES + 1, sizeof(*hits));
-	PyObject *list = NULL;
-	int n;
+	struct policy_copy *c = arg;
 
-	if (!hits)
-		return PyErr_NoMemory();
-	n = fwd_engine_rule_hits(e, hits, FWD_MAX_RULES);
-	if (n >= 0)
-		list = PyList_New(n + 1);
-	for (int i = 0; list && i <= n; i++) {
-		PyObject *v = PyLong_FromUnsignedLongLong(hits[i]);
-
-		if (!v) {
-			Py_CLEAR(list);
-			break;
-		}
-		PyList_SET_ITEM(list, i, v);
+	c->nrules = pol->nrules;
+	c->nhelpers = pol->nhelpers;
+	c->hits = malloc((pol->nrules + 1) * sizeof(*c->hits));
+	c->helpers = calloc(pol->nhelpers + 1, sizeof(*c->helpers));
+	if (!c->hits || !c->helpers) {
+		c->oom = true;
+		return;
 	}
-	PyMem_Free(hits);
-	return list;
+	fwd_policy_hits(pol, c->hits);
+	for (uint32_t i = 0; i < pol->nhelpers; i++) {
+		const struct fwd_helper *h = pol->helpers[i];
+
+		c->helpers[i].name = h->type->name;
+#define X(name) c->helpers[i].name = __atomic_load_n(&h->st.name, __ATOMIC_RELAXED);
+		FWD_HELPER_COUNTERS(X)
+#undef X
+	}
+}
+
+static PyObject *policy_stats(struct fwd_engine *e, PyObject **helpers)
+{
+	struct policy_copy c = { 0 };
+	PyObject *hits = NULL;
+
+	fwd_engine_read_policy(e, copy_policy, &c);
+	*helpers = NULL;
+	if (c.oom) {
+		PyErr_NoMemory();
+		goto out;
+	}
+	hits = PyList_New(c.nrules + 1);
+	*helpers = PyList_New(c.nhelpers);
+	if (!hits || !*helpers)
+		goto fail;
+	for (uint32_t i = 0; i <= c.nrules; i++) {
+		PyObject *v = PyLong_FromUnsignedLongLong(c.hits[i]);
+
+		if (!v)
+			goto fail;
+		PyList_SET_ITEM(hits, i, v);
+	}
+	for (uint32_t i = 0; i < c.nhelpers; i++) {
+		PyObject *d = Py_BuildValue("{s:s}", "name", c.helpers[i].name);
+
+		if (!d)
+			goto fail;
+		PyList_SET_ITEM(*helpers, i, d);
+#define X(name)                                       \
+		if (set_u64(d, #name, c.helpers[i].name)) \
+			goto fail;
+		FWD_HELPER_COUNTERS(X)
+#undef X
+	}
+	goto out;
+fail:
+	Py_CLEAR(hits);
+	Py_CLEAR(*helpers);
+out:
+	free(c.hits);
+	free(c.helpers);
+	return hits;
 }
 
 static PyObject *Engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 {
 	struct fwd_engine *e = self->engine;
-	struct fwd_lock_stats shard = { 0 };
+	struct fwd_lock_stats shard = { 0 }, helper = { 0 }, expect = { 0 };
 	struct fwd_worker_stats ws;
-	PyObject *locks, *ct, *hist_bounds, *hits = NULL;
+	PyObject *locks = NULL, *ct = NULL, *exp = NULL, *hist_bounds, *hits, *helpers = NULL;
 
 	if (check_ready(self))
 		return NULL;
 	for (uint32_t i = 0; i <= e->ct.shard_mask; i++)
 		fwd_lock_stats_add(&e->ct.shards[i].lock, &shard);
+	for (uint32_t i = 0; i < FWD_HELPER_STRIPES; i++)
+		fwd_lock_stats_add(&e->helper_locks[i], &helper);
+	fwd_lock_stats_add(&e->exp.lock, &expect);
 	fwd_engine_stats(e, &ws);
-	locks = Py_BuildValue("{s:N}", "shard", lock_stats_dict(&shard));
+	locks = Py_BuildValue("{s:N,s:N,s:N}", "shard", lock_stats_dict(&shard), "helper",
+			      lock_stats_dict(&helper), "expect", lock_stats_dict(&expect));
 	ct = PyDict_New();
-	if (!locks || !ct)
+	exp = Py_BuildValue("{s:I,s:I}", "entries", fwd_exp_count(&e->exp), "max", e->exp.max);
+	if (!locks || !ct || !exp)
 		goto fail;
 #define X(name)                          \
 	if (set_u64(ct, #name, ws.name)) \
 		goto fail;
 	FWD_WORKER_COUNTERS(X)
 #undef X
-	hits = rule_hits_list(e);
+#define X(name)                                                                        \
+	if (set_u64(exp, #name, __atomic_load_n(&e->exp.st.name, __ATOMIC_RELAXED))) \
+		goto fail;
+	FWD_EXP_COUNTERS(X)
+#undef X
+	hits = policy_stats(e, &helpers);
 	if (!hits)
 		goto fail;
 	hist_bounds = PyList_New(FWD_LOCK_HIST_BUCKETS - 1);
@@ -585,8 +752,8 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 		PyList_SET_ITEM(hist_bounds, i,
 				PyLong_FromUnsignedLongLong(1ull << (i + FWD_LOCK_HIST_SHIFT)));
 	return Py_BuildValue(
-		"{s:N,s:N,s:N,s:k,s:k,s:k,s:k,s:k,s:K,s:K,s:K,s:N}", "locks", locks, "ct", ct,
-		"rule_hits", hits, "max_shard_entries",
+		"{s:N,s:N,s:N,s:N,s:N,s:k,s:k,s:k,s:k,s:k,s:K,s:K,s:K,s:N}", "locks", locks, "ct", ct,
+		"expect", exp, "helpers", helpers, "rule_hits", hits, "max_shard_entries",
 		(unsigned long)fwd_ct_max_shard_entries(&e->ct), "entries",
 		(unsigned long)fwd_ct_count(&e->ct), "max_entries", (unsigned long)e->ct.max_entries,
 		"buckets", (unsigned long)e->ct.bucket_mask + 1, "shards",
@@ -598,7 +765,7 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 fail:
 	Py_XDECREF(locks);
 	Py_XDECREF(ct);
-	Py_XDECREF(hits);
+	Py_XDECREF(exp);
 	return NULL;
 }
 
@@ -685,6 +852,175 @@ static PyObject *Engine_kill(EngineObject *self, PyObject *args)
 	return PyBool_FromLong(killed);
 }
 
+static PyObject *tuple_dict(const struct fwd_tuple *t);
+
+/* An expectation's description for Python: wildcarded fields are None. */
+static PyObject *exp_dict(const struct fwd_exp_spec *s, const struct fwd_tuple *master, double left,
+			  const char *end)
+{
+	const struct fwd_helper_type *type = fwd_helper_type_find(s->helper);
+	const struct fwd_tuple *t = &s->tuple;
+	bool src_any = !s->mask.src.w[0] && !s->mask.src.w[1] && !s->mask.src.w[2] && !s->mask.src.w[3];
+	PyObject *flags, *d;
+
+	if ((s->flags & FWD_EXP_PERMANENT) && (s->flags & FWD_EXP_INACTIVE))
+		flags = Py_BuildValue("[ss]", "permanent", "inactive");
+	else if (s->flags & FWD_EXP_PERMANENT)
+		flags = Py_BuildValue("[s]", "permanent");
+	else if (s->flags & FWD_EXP_INACTIVE)
+		flags = Py_BuildValue("[s]", "inactive");
+	else
+		flags = PyList_New(0);
+	if (!flags)
+		return NULL;
+	d = Py_BuildValue("{s:s,s:s,s:s,s:i,s:N,s:N,s:N,s:i,s:N}", "helper", s->helper, "class",
+			  type && s->cls < type->nclasses ? type->class_names[s->cls] : "?", "proto",
+			  t->proto == 6 ? "tcp" : t->proto == 17 ? "udp" : "other", "family", t->family,
+			  "src", src_any ? Py_NewRef(Py_None) : addr_str(t, &t->src), "dst",
+			  addr_str(t, &t->dst), "sport",
+			  s->mask.sport ? PyLong_FromLong(t->sport) : Py_NewRef(Py_None), "dport",
+			  t->dport, "flags", flags);
+	if (d && master) {
+		PyObject *m = tuple_dict(master);
+
+		if (!m || PyDict_SetItemString(d, "master", m)) {
+			Py_XDECREF(m);
+			Py_CLEAR(d);
+		} else {
+			Py_DECREF(m);
+		}
+	}
+	if (d && left >= 0) {
+		PyObject *v = PyFloat_FromDouble(left);
+
+		if (!v || PyDict_SetItemString(d, "timeout", v))
+			Py_CLEAR(d);
+		Py_XDECREF(v);
+	}
+	if (d && s->journal_id && set_u64(d, "id", s->journal_id))
+		Py_CLEAR(d);
+	if (d && end) {
+		PyObject *e = PyUnicode_FromString(end);
+
+		if (!e || PyDict_SetItemString(d, "end", e))
+			Py_CLEAR(d);
+		Py_XDECREF(e);
+	}
+	return d;
+}
+
+struct exp_copies {
+	struct { struct fwd_exp_spec spec; struct fwd_tuple master; uint64_t expires; } *items;
+	size_t n, cap;
+	bool oom;
+};
+
+static void copy_exp(const struct fwd_exp *e, void *arg)
+{
+	struct exp_copies *c = arg;
+
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		void *items = realloc(c->items, cap * sizeof(*c->items));
+
+		if (!items) {
+			c->oom = true;
+			return;
+		}
+		c->items = items;
+		c->cap = cap;
+	}
+	c->items[c->n].spec = e->spec;
+	c->items[c->n].master = e->master->node[FWD_DIR_ORIG].tuple;
+	c->items[c->n++].expires = e->expires;
+}
+
+/* expectations(now) -> [dict]: the live expectations. */
+static PyObject *Engine_expectations(EngineObject *self, PyObject *args)
+{
+	struct exp_copies c = { 0 };
+	double now;
+	PyObject *list;
+
+	if (check_ready(self) || !PyArg_ParseTuple(args, "d", &now))
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	fwd_exp_for_each(&self->engine->exp, copy_exp, &c);
+	Py_END_ALLOW_THREADS
+	list = c.oom ? PyErr_NoMemory() : PyList_New((Py_ssize_t)c.n);
+	for (size_t i = 0; list && i < c.n; i++) {
+		uint64_t nw = seconds_to_ns(now);
+		PyObject *d = exp_dict(&c.items[i].spec, &c.items[i].master,
+				       c.items[i].expires > nw ? (double)(c.items[i].expires - nw) / 1e9 : 0,
+				       NULL);
+
+		if (!d) {
+			Py_CLEAR(list);
+			break;
+		}
+		PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+	}
+	free(c.items);
+	return list;
+}
+
+static PyObject *Engine_flush_expectations(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+	unsigned int n;
+
+	if (check_ready(self))
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	n = fwd_exp_flush_all(&self->engine->exp);
+	Py_END_ALLOW_THREADS
+	return PyLong_FromUnsignedLong(n);
+}
+
+/* expect_journal(on): record every expectation created from now on (for replay). */
+static PyObject *Engine_expect_journal(EngineObject *self, PyObject *arg)
+{
+	int on = PyObject_IsTrue(arg);
+
+	if (check_ready(self) || on < 0)
+		return NULL;
+	if (fwd_exp_journal(&self->engine->exp, on))
+		return PyErr_NoMemory();
+	Py_RETURN_NONE;
+}
+
+/* expectations_created() -> [dict]: the journal, each with how it ended. */
+static PyObject *Engine_expectations_created(EngineObject *self, PyObject *Py_UNUSED(ignored))
+{
+	struct fwd_exp_table *x;
+	struct fwd_exp_record *copy;
+	uint32_t n;
+	PyObject *list;
+
+	if (check_ready(self))
+		return NULL;
+	x = &self->engine->exp;
+	fwd_lock(&x->lock);
+	n = x->journal_len;
+	copy = malloc((n + 1) * sizeof(*copy));
+	if (copy && n)
+		memcpy(copy, x->journal, n * sizeof(*copy));
+	fwd_unlock(&x->lock);
+	if (!copy)
+		return PyErr_NoMemory();
+	list = PyList_New(n);
+	for (uint32_t i = 0; list && i < n; i++) {
+		PyObject *d = exp_dict(&copy[i].spec, NULL, -1, fwd_exp_end_names[copy[i].end]);
+
+		if (!d) {
+			Py_CLEAR(list);
+			break;
+		}
+		PyList_SET_ITEM(list, i, d);
+	}
+	free(copy);
+	return list;
+}
+
 static PyObject *Engine_stress(EngineObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "threads", "conns", "rounds", "keep", NULL };
@@ -711,6 +1047,26 @@ static PyObject *Engine_stress(EngineObject *self, PyObject *args, PyObject *kw)
 			     "seconds", (double)r.elapsed_ns / 1e9, "insert_seconds",
 			     (double)r.insert_ns / 1e9, "lookup_seconds", (double)r.lookup_ns / 1e9,
 			     "kill_seconds", (double)r.kill_ns / 1e9);
+}
+
+static PyObject *Engine_stress_expect(EngineObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "threads", "rounds", "per_master", NULL };
+	unsigned int threads, rounds, per_master = 16;
+	struct fwd_stress_expect_result r;
+	int err;
+
+	if (check_ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "II|I", kwlist, &threads,
+								&rounds, &per_master))
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	err = fwd_stress_expect(self->engine, threads, rounds, per_master, &r);
+	Py_END_ALLOW_THREADS
+	if (err)
+		return errno_error(err);
+	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K}", "masters", r.masters, "added", r.added,
+			     "matched_own", r.matched_own, "matched_other", r.matched_other,
+			     "killed", r.killed);
 }
 
 static int tuple_arg(PyObject *data, struct fwd_pkt *p)
@@ -825,13 +1181,22 @@ static PyMethodDef Engine_methods[] = {
 	  "set_policy(rules, default_verdict, default_mark=-1, names=None): swap the compiled "
 	  "policy (names: one per rule, used in verdict traces)" },
 	{ "process", (PyCFunction)(void (*)(void))Engine_process, METH_VARARGS | METH_KEYWORDS,
-	  "process(packets, now, worker=0) -> [(verdict, mark, state, rule)]" },
+	  "process(packets, now, worker=0, detail=False) -> [(verdict, mark, state, rule)]; with "
+	  "detail, a fifth item: the journal id of the expectation a RELATED packet matched, or 0" },
 	{ "gc", (PyCFunction)(void (*)(void))Engine_gc, METH_VARARGS | METH_KEYWORDS,
 	  "gc(now, budget=4096) -> entries removed" },
 	{ "flush", (PyCFunction)Engine_flush, METH_NOARGS, "flush() -> entries removed" },
 	{ "connections", (PyCFunction)Engine_connections, METH_VARARGS,
 	  "connections(now) -> [dict]: snapshot of the table" },
 	{ "stats", (PyCFunction)Engine_stats, METH_NOARGS, "stats() -> dict: one snapshot" },
+	{ "expectations", (PyCFunction)Engine_expectations, METH_VARARGS,
+	  "expectations(now) -> [dict]: the live expectations" },
+	{ "flush_expectations", (PyCFunction)Engine_flush_expectations, METH_NOARGS,
+	  "flush_expectations() -> how many were removed" },
+	{ "expect_journal", (PyCFunction)Engine_expect_journal, METH_O,
+	  "expect_journal(on): record every expectation created (replay)" },
+	{ "expectations_created", (PyCFunction)Engine_expectations_created, METH_NOARGS,
+	  "expectations_created() -> [dict]: the journal, with how each ended" },
 	{ "by_state", (PyCFunction)Engine_by_state, METH_NOARGS,
 	  "by_state() -> {proto: {state: count}}: walks the table" },
 	{ "kill", (PyCFunction)Engine_kill, METH_VARARGS,
@@ -839,6 +1204,9 @@ static PyMethodDef Engine_methods[] = {
 	{ "stress", (PyCFunction)(void (*)(void))Engine_stress, METH_VARARGS | METH_KEYWORDS,
 	  "stress(threads, conns, rounds=1, keep=False) -> dict: multi-threaded table exerciser; "
 	  "*_seconds are per phase, summed over threads" },
+	{ "stress_expect", (PyCFunction)(void (*)(void))Engine_stress_expect,
+	  METH_VARARGS | METH_KEYWORDS,
+	  "stress_expect(threads, rounds, per_master=16) -> dict: expectation exerciser" },
 	{ "placement", (PyCFunction)Engine_placement, METH_O,
 	  "placement(packet) -> buckets and shards of the packet's tuple and its reply" },
 	{ "timeouts_default", (PyCFunction)Engine_timeouts_default, METH_NOARGS | METH_STATIC,

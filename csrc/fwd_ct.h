@@ -30,6 +30,7 @@ enum fwd_dir { FWD_DIR_ORIG = 0, FWD_DIR_REPLY = 1 };
 #define FWD_CT_ASSURED 0x2u    /* proved two-way; not early-dropped */
 #define FWD_CT_CONFIRMED 0x4u  /* linked in the table */
 #define FWD_CT_DYING 0x8u      /* being removed; invisible to lookups */
+#define FWD_CT_EXPECTED 0x10u  /* created by an expectation: RELATED until a reply */
 
 struct fwd_ct_node {
 	struct fwd_ct_node *next;
@@ -44,7 +45,23 @@ struct fwd_ct {
 	uint32_t status;            /* FWD_CT_* bits; atomic */
 	uint32_t bucket[2];         /* bucket of node[0] and node[1] */
 	uint32_t packets[2];        /* home shard */
+	struct fwd_ct_ext *ext;     /* helper/master state or NULL; set before confirm, then fixed */
 	uint8_t proto_state;        /* home shard: e.g. the TCP state */
+};
+
+#define FWD_EXP_MAX_CLASSES 4
+struct fwd_exp;
+
+/* Extra state of a connection that has a helper or a master.  Allocated before confirm, so the
+ * pointer in struct fwd_ct never changes afterwards; freed with the connection by `release`. */
+struct fwd_ct_ext {
+	void (*release)(struct fwd_ct_ext *ext);
+	struct fwd_ct *master;           /* referenced; NULL unless expected */
+	void *helper;                    /* helper instance (referenced) or NULL */
+	void *hdata;                     /* helper's per-connection state (helper stripe lock) */
+	struct fwd_exp *exps;            /* this master's expectations (expect lock) */
+	uint16_t expecting[FWD_EXP_MAX_CLASSES]; /* per class (expect lock) */
+	uint32_t exp_id;                 /* journal id of the expectation that created it, or 0 */
 };
 
 /* A shard: its lock and the number of connections whose home it is (written under the lock). */
@@ -65,6 +82,10 @@ struct fwd_ct_table {
 	uint64_t early_drops; /* atomic */
 	uint64_t gc_removed;  /* atomic */
 	uint64_t deleted;     /* atomic: every kill, whatever the reason */
+	/* Called after a connection with an ext is unlinked, with no lock held (the engine removes
+	 * its expectations). */
+	void (*on_kill)(void *arg, struct fwd_ct *ct);
+	void *on_kill_arg;
 };
 
 int fwd_ct_table_init(struct fwd_ct_table *t, uint32_t nbuckets, uint32_t nshards,
@@ -109,7 +130,11 @@ static inline void fwd_ct_set_expires(struct fwd_ct *ct, uint64_t when)
 
 /* A new, unconfirmed connection for `orig` with one reference (the caller's).  Locking: none. */
 struct fwd_ct *fwd_ct_alloc(const struct fwd_ct_table *t, const struct fwd_tuple *orig);
-/* Drops a reference; frees on the last.  Locking: none. */
+/* Takes / drops a reference; the last one frees.  Locking: none. */
+static inline void fwd_ct_get(struct fwd_ct *ct)
+{
+	__atomic_fetch_add(&ct->refcnt, 1, __ATOMIC_RELAXED);
+}
 void fwd_ct_put(struct fwd_ct *ct);
 
 /* Looks up `tu`.  On success returns the connection with a new reference, *dir set, and its home

@@ -64,15 +64,13 @@ struct fwd_ct *fwd_ct_alloc(const struct fwd_ct_table *t, const struct fwd_tuple
 	return ct;
 }
 
-static void get(struct fwd_ct *ct)
-{
-	__atomic_fetch_add(&ct->refcnt, 1, __ATOMIC_RELAXED);
-}
-
 void fwd_ct_put(struct fwd_ct *ct)
 {
-	if (__atomic_sub_fetch(&ct->refcnt, 1, __ATOMIC_ACQ_REL) == 0)
+	if (__atomic_sub_fetch(&ct->refcnt, 1, __ATOMIC_ACQ_REL) == 0) {
+		if (ct->ext)
+			ct->ext->release(ct->ext);
 		free(ct);
+	}
 }
 
 static struct fwd_ct *node_ct(struct fwd_ct_node *n)
@@ -181,6 +179,8 @@ bool fwd_ct_kill(struct fwd_ct_table *t, struct fwd_ct *ct)
 	unlock_both(lo, hi);
 	__atomic_fetch_sub(&t->count, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&t->deleted, 1, __ATOMIC_RELAXED);
+	if (ct->ext && t->on_kill)
+		t->on_kill(t->on_kill_arg, ct);
 	fwd_ct_put(ct);
 	return true;
 }
@@ -215,7 +215,7 @@ struct fwd_ct *fwd_ct_find(struct fwd_ct_table *t, const struct fwd_tuple *tu, u
 		if (fwd_ct_status(ct) & FWD_CT_DYING) {
 			ct = NULL;
 		} else {
-			get(ct);
+			fwd_ct_get(ct);
 			stale = expired(ct, now);
 			*dir = n->dir;
 		}
@@ -243,7 +243,7 @@ struct fwd_ct *fwd_ct_find_lock_home(struct fwd_ct_table *t, const struct fwd_tu
 		return NULL;
 	}
 	ct = node_ct(n);
-	get(ct);
+	fwd_ct_get(ct);
 	*dir = n->dir;
 	home = fwd_ct_home(t, ct);
 	if (home != l) {
@@ -286,7 +286,7 @@ static bool early_drop(struct fwd_ct_table *t, uint32_t start)
 			if ((fwd_ct_status(ct) & (FWD_CT_ASSURED | FWD_CT_DYING)) || ct == victim ||
 			    (victim && fwd_ct_expires(ct) >= fwd_ct_expires(victim)))
 				continue;
-			get(ct);
+			fwd_ct_get(ct);
 			if (victim)
 				fwd_ct_put(victim); /* never the last reference: the table holds one */
 			victim = ct;
@@ -312,7 +312,7 @@ int fwd_ct_confirm(struct fwd_ct_table *t, struct fwd_ct *ct)
 	    find_locked(t, ct->bucket[1], &ct->node[1].tuple)) {
 		err = -EEXIST;
 	} else {
-		get(ct); /* the table's reference */
+		fwd_ct_get(ct); /* the table's reference */
 		fwd_ct_set_status(ct, FWD_CT_CONFIRMED);
 		for (int d = 0; d < 2; d++) {
 			ct->node[d].next = t->buckets[ct->bucket[d]];
@@ -342,7 +342,7 @@ static unsigned collect(struct fwd_ct_table *t, uint32_t b, uint64_t now, bool a
 		if (node->dir != FWD_DIR_ORIG || (fwd_ct_status(ct) & FWD_CT_DYING))
 			continue;
 		if (all || expired(ct, now)) {
-			get(ct);
+			fwd_ct_get(ct);
 			out[n++] = ct;
 		}
 	}

@@ -9,8 +9,17 @@
 
 #define COUNT(w, name) FWD_RELAXED_INC((w)->st.name, 1)
 
+/* When a connection with an ext dies, its expectations go with it. */
+static void on_kill(void *arg, struct fwd_ct *ct)
+{
+	struct fwd_engine *e = arg;
+
+	fwd_exp_flush_master(&e->exp, ct, -1, 0);
+}
+
 int fwd_engine_init(struct fwd_engine *e, uint32_t nbuckets, uint32_t nshards,
-		    uint32_t max_entries, uint64_t seed, const double *timeouts_s)
+		    uint32_t max_entries, uint32_t expect_max, uint64_t seed,
+		    const double *timeouts_s)
 {
 	struct fwd_policy *accept_all = fwd_policy_alloc(0, FWD_MAX_WORKERS);
 	int err;
@@ -24,10 +33,19 @@ int fwd_engine_init(struct fwd_engine *e, uint32_t nbuckets, uint32_t nshards,
 		}
 	}
 	err = fwd_ct_table_init(&e->ct, nbuckets, nshards, max_entries, seed);
+	if (!err) {
+		err = fwd_exp_table_init(&e->exp, 1024, expect_max, seed ^ 0x5bd1e995u);
+		if (err)
+			fwd_ct_table_destroy(&e->ct);
+	}
 	if (err) {
 		fwd_policy_free(accept_all);
 		return err;
 	}
+	e->ct.on_kill = on_kill;
+	e->ct.on_kill_arg = e;
+	for (unsigned i = 0; i < FWD_HELPER_STRIPES; i++)
+		fwd_lock_init(&e->helper_locks[i], FWD_LOCK_HELPER, i);
 	for (int i = 0; i < FWD_TO_COUNT; i++)
 		e->timeouts[i] = (uint64_t)(timeouts_s[i] * 1e9);
 	memset(e->workers, 0, sizeof(e->workers));
@@ -39,7 +57,10 @@ int fwd_engine_init(struct fwd_engine *e, uint32_t nbuckets, uint32_t nshards,
 
 void fwd_engine_destroy(struct fwd_engine *e)
 {
-	fwd_ct_table_destroy(&e->ct);
+	fwd_ct_table_destroy(&e->ct); /* kills every connection, flushing their expectations */
+	fwd_exp_table_destroy(&e->exp);
+	for (unsigned i = 0; i < FWD_HELPER_STRIPES; i++)
+		fwd_lock_destroy(&e->helper_locks[i]);
 	fwd_policy_free(e->policy);
 }
 
@@ -85,17 +106,11 @@ static void policy_leave(struct fwd_policy **hazard)
 	__atomic_store_n(hazard, NULL, __ATOMIC_RELEASE);
 }
 
-int fwd_engine_rule_hits(struct fwd_engine *e, uint64_t *out, uint32_t max)
+void fwd_engine_read_policy(struct fwd_engine *e, void (*fn)(const struct fwd_policy *, void *),
+			    void *arg)
 {
-	struct fwd_policy *pol = policy_enter(e, &e->ctl_reading);
-	int n = (int)pol->nrules;
-
-	if (pol->nrules > max)
-		n = -ENOSPC;
-	else
-		fwd_policy_hits(pol, out);
+	fn(policy_enter(e, &e->ctl_reading), arg);
 	policy_leave(&e->ctl_reading);
-	return n;
 }
 
 static uint8_t invalid(struct fwd_worker *w, int reason)
@@ -117,15 +132,55 @@ static uint8_t invalid(struct fwd_worker *w, int reason)
 	return FWD_STATE_INVALID;
 }
 
-/* Tracks a parsed packet against the table and returns its state.  *create is set when the packet
- * may start a connection that does not exist yet (created only if the policy accepts it). */
+/* What tracking found out about one packet. */
+struct tracked {
+	struct fwd_ct *ct;       /* referenced: the packet's connection, if it has one */
+	int dir;
+	bool create;             /* may start a connection, created if the policy accepts */
+	struct fwd_ct *master;   /* referenced: the expectation's master, when expected */
+	struct fwd_exp_spec exp; /* the expectation matched (when master is set) */
+};
+
+static void ext_release(struct fwd_ct_ext *ext)
+{
+	struct fwd_helper *h = ext->helper;
+
+	if (ext->master)
+		fwd_ct_put(ext->master);
+	if (h && h->type->release && ext->hdata)
+		h->type->release(ext->hdata);
+	free(ext->hdata);
+	fwd_helper_put(h);
+	free(ext);
+}
+
+bool fwd_engine_attach_ext(struct fwd_ct *ct, struct fwd_ct *master, struct fwd_helper *helper)
+{
+	struct fwd_ct_ext *ext = calloc(1, sizeof(*ext));
+
+	if (!ext)
+		return false;
+	ext->release = ext_release;
+	ext->master = master;
+	ext->helper = helper;
+	if (helper && helper->type->state_size) {
+		ext->hdata = calloc(1, helper->type->state_size);
+		if (!ext->hdata) {
+			free(ext);
+			return false;
+		}
+	}
+	ct->ext = ext;
+	return true;
+}
+
+/* Tracks a parsed packet against the table and returns its state; fills *tr. */
 static uint8_t track(struct fwd_engine *e, struct fwd_worker *w, const struct fwd_pkt *p,
-		     uint64_t now, bool *create)
+		     uint64_t now, struct tracked *tr)
 {
 	struct fwd_ct *ct;
 	int dir;
 
-	*create = false;
 	switch (p->kind) {
 	case FWD_PKT_INVALID:
 		return invalid(w, p->error);
@@ -158,44 +213,100 @@ static uint8_t track(struct fwd_engine *e, struct fwd_worker *w, const struct fw
 			fwd_ct_put(ct);
 			continue;
 		}
-		fwd_ct_put(ct);
-		if (r == FWD_TRACK_INVALID)
+		if (r == FWD_TRACK_INVALID) {
+			fwd_ct_put(ct);
 			return invalid(w, 0);
+		}
 		COUNT(w, found);
-		return dir == FWD_DIR_REPLY || (status & FWD_CT_SEEN_REPLY) ? FWD_STATE_ESTABLISHED
-									      : FWD_STATE_NEW;
+		tr->ct = ct;
+		tr->dir = dir;
+		if (dir == FWD_DIR_REPLY || (status & FWD_CT_SEEN_REPLY))
+			return FWD_STATE_ESTABLISHED;
+		return status & FWD_CT_EXPECTED ? FWD_STATE_RELATED : FWD_STATE_NEW;
 	}
 	if (!fwd_proto_can_create(p))
 		return invalid(w, 0);
-	*create = true;
+	tr->create = true;
+	/* The seed's rule: the expectation lock is only taken while expectations exist. */
+	if (fwd_exp_match(&e->exp, &p->tuple, now, &tr->master, &tr->exp))
+		return FWD_STATE_RELATED;
 	return FWD_STATE_NEW;
 }
 
-/* Links a new connection for an accepted packet.  Returns false if the table is full. */
-static bool create_ct(struct fwd_engine *e, struct fwd_worker *w, const struct fwd_pkt *p,
-		      uint64_t now)
+/* Links a new connection for an accepted packet; returns it referenced, or NULL if the table is
+ * full (the packet is then dropped).  *exists is set when another worker linked it first. */
+static struct fwd_ct *create_ct(struct fwd_engine *e, struct fwd_worker *w,
+				const struct fwd_policy *pol, const struct fwd_pkt *p,
+				struct tracked *tr, uint64_t now)
 {
 	struct fwd_ct *ct = fwd_ct_alloc(&e->ct, &p->tuple);
+	struct fwd_helper *helper;
 	int err;
 
 	if (!ct) {
 		COUNT(w, drop);
-		return false;
+		return NULL;
 	}
 	COUNT(w, new);
 	fwd_proto_init(ct, p, e->timeouts, now);
+	helper = tr->master ? tr->exp.helper_ref : fwd_policy_helper_for(pol, &p->tuple);
+	if (tr->master || helper) {
+		if (helper)
+			fwd_helper_get(helper);
+		if (!fwd_engine_attach_ext(ct, tr->master, helper)) {
+			fwd_helper_put(helper);
+			fwd_ct_put(ct);
+			COUNT(w, drop);
+			return NULL;
+		}
+		tr->master = NULL; /* the ext owns that reference now */
+		ct->ext->exp_id = tr->exp.journal_id;
+		if (ct->ext->master) {
+			fwd_ct_set_status(ct, FWD_CT_EXPECTED);
+			COUNT(w, expect_new);
+		}
+	}
 	err = fwd_ct_confirm(&e->ct, ct);
-	fwd_ct_put(ct);
 	if (err == -EEXIST) { /* another worker inserted it first: its entry tracks the flow */
 		COUNT(w, insert_failed);
-		return true;
+		fwd_ct_put(ct);
+		return fwd_ct_find(&e->ct, &p->tuple, now, &tr->dir);
 	}
 	if (err) {
 		COUNT(w, drop);
-		return false;
+		fwd_ct_put(ct);
+		return NULL;
 	}
 	COUNT(w, insert);
-	return true;
+	tr->dir = FWD_DIR_ORIG;
+	return ct;
+}
+
+/* Runs ct's helper on an accepted packet; returns the helper's on_error verdict if it failed,
+ * else -1.  Locking: the connection's helper stripe, then whatever the expectation API takes. */
+static int run_helper(struct fwd_engine *e, struct fwd_worker *w, struct fwd_ct *ct, int dir,
+		      const struct fwd_pkt *p, const uint8_t *data, uint64_t now)
+{
+	struct fwd_helper *h = ct->ext->helper;
+	struct fwd_lock *stripe = &e->helper_locks[((uintptr_t)ct >> 6) % FWD_HELPER_STRIPES];
+	struct fwd_helper_ctx ctx = {
+		.engine = e, .helper = h, .ct = ct, .dir = dir, .pkt = p, .data = data,
+		.payload = data + p->l4off + p->l4hlen, .payload_len = p->l4len - p->l4hlen,
+		.state = ct->ext->hdata, .now = now,
+	};
+	int err;
+
+	if (p->l4len <= p->l4hlen)
+		return -1; /* no payload: nothing to read */
+	FWD_HELPER_COUNT(h, packets, 1);
+	fwd_lock(stripe);
+	err = h->type->packet(&ctx);
+	fwd_unlock(stripe);
+	if (!err)
+		return -1;
+	FWD_HELPER_COUNT(h, parse_errors, 1);
+	COUNT(w, helper_errors);
+	return h->on_error;
 }
 
 void fwd_engine_process(struct fwd_engine *e, unsigned wi, const struct fwd_pkt_in *in, size_t n,
@@ -208,18 +319,32 @@ void fwd_engine_process(struct fwd_engine *e, unsigned wi, const struct fwd_pkt_
 		struct fwd_pkt p;
 		struct fwd_match_in m = { .pkt = &p, .iif = in[i].iif, .oif = in[i].oif };
 		struct fwd_result *r = &out[i];
-		bool create;
+		struct tracked tr = { 0 };
 		int rule;
 
 		fwd_pkt_parse(&p, in[i].data, in[i].len, in[i].wire_len);
-		m.state = track(e, w, &p, now, &create);
+		m.state = track(e, w, &p, now, &tr);
 		rule = fwd_policy_match(pol, &m);
 		r->rule = rule;
 		r->state = m.state;
 		r->verdict = rule >= 0 ? pol->rules[rule].verdict : pol->default_verdict;
 		r->mark = rule >= 0 ? pol->rules[rule].mark : pol->default_mark;
-		if (create && r->verdict == FWD_ACCEPT && !create_ct(e, w, &p, now))
-			r->verdict = FWD_DROP;
+		if (tr.create && r->verdict == FWD_ACCEPT) {
+			tr.ct = create_ct(e, w, pol, &p, &tr, now);
+			if (!tr.ct)
+				r->verdict = FWD_DROP;
+		}
+		if (tr.ct && r->verdict == FWD_ACCEPT && tr.ct->ext && tr.ct->ext->helper) {
+			int v = run_helper(e, w, tr.ct, tr.dir, &p, in[i].data, now);
+
+			if (v >= 0)
+				r->verdict = (uint8_t)v;
+		}
+		r->exp_id = tr.ct && tr.ct->ext ? tr.ct->ext->exp_id : tr.master ? tr.exp.journal_id : 0;
+		if (tr.ct)
+			fwd_ct_put(tr.ct);
+		if (tr.master) /* matched an expectation but the packet was not accepted */
+			fwd_ct_put(tr.master);
 		fwd_policy_hit(pol, wi, rule);
 		if (r->verdict == FWD_ACCEPT)
 			COUNT(w, accepted);

@@ -10,14 +10,19 @@
 
 #include "fwd_ct.h"
 #include "fwd_ct_proto.h"
+#include "fwd_expect.h"
+#include "fwd_helper.h"
 #include "fwd_policy.h"
 
 #define FWD_MAX_WORKERS 64
+/* Locks guarding helpers' per-connection state, picked by connection address. */
+#define FWD_HELPER_STRIPES 64
 
 /* Per-worker counters (names follow the kernel's conntrack statistics where they overlap). */
 #define FWD_WORKER_COUNTERS(X) \
 	X(packets) X(batches) X(accepted) X(dropped) \
 	X(found) X(new) X(insert) X(insert_failed) X(drop) X(related) X(untracked) \
+	X(expect_new) X(helper_errors) \
 	X(invalid) X(invalid_truncated) X(invalid_malformed) X(invalid_fragment) X(invalid_state)
 
 struct fwd_worker_stats {
@@ -34,6 +39,8 @@ struct fwd_worker {
 
 struct fwd_engine {
 	struct fwd_ct_table ct;
+	struct fwd_exp_table exp;
+	struct fwd_lock helper_locks[FWD_HELPER_STRIPES];
 	uint64_t timeouts[FWD_TO_COUNT]; /* ns */
 	struct fwd_policy *policy;       /* atomic */
 	struct fwd_policy *ctl_reading;  /* atomic: hazard pointer of the (single) control reader */
@@ -50,13 +57,16 @@ struct fwd_pkt_in {
 struct fwd_result {
 	int64_t mark;   /* FWD_MARK_NONE or the mark to set */
 	int32_t rule;   /* matching rule index, -1 = default verdict */
+	uint32_t exp_id; /* RELATED by an expectation: its journal id (when journaling), else 0 */
 	uint8_t verdict;
 	uint8_t state;  /* enum fwd_state */
 };
 
-/* timeouts_s: seconds per enum fwd_timeout.  The engine starts with an accept-all policy. */
+/* timeouts_s: seconds per enum fwd_timeout; expect_max: expectation table cap.  The engine
+ * starts with an accept-all policy and no helpers. */
 int fwd_engine_init(struct fwd_engine *e, uint32_t nbuckets, uint32_t nshards,
-		    uint32_t max_entries, uint64_t seed, const double *timeouts_s);
+		    uint32_t max_entries, uint32_t expect_max, uint64_t seed,
+		    const double *timeouts_s);
 void fwd_engine_destroy(struct fwd_engine *e);
 
 /* Installs `pol` (ownership passes to the engine) and frees the previous policy once no batch
@@ -76,9 +86,14 @@ typedef void (*fwd_trace_fn)(const struct fwd_policy *pol, void *arg);
 void fwd_engine_process(struct fwd_engine *e, unsigned w, const struct fwd_pkt_in *in, size_t n,
 			uint64_t now, struct fwd_result *out, fwd_trace_fn trace, void *trace_arg);
 
-/* Copies the current policy's per-rule hit counts into out[0..nrules] (default last) and returns
- * nrules, or -ENOSPC if more than `max` rules.  Locking: callers serialise (one control reader). */
-int fwd_engine_rule_hits(struct fwd_engine *e, uint64_t *out, uint32_t max);
+/* Calls fn with the current policy pinned (it cannot be freed meanwhile); fn must not block.
+ * Locking: callers serialise (one control reader at a time). */
+void fwd_engine_read_policy(struct fwd_engine *e, void (*fn)(const struct fwd_policy *, void *),
+			    void *arg);
+
+/* Gives an unconfirmed ct an ext for its master and/or helper (both referenced; the ext takes
+ * the references over).  Returns false if out of memory (nothing taken). */
+bool fwd_engine_attach_ext(struct fwd_ct *ct, struct fwd_ct *master, struct fwd_helper *helper);
 
 /* Sums every worker's counters.  Locking: none (relaxed reads). */
 void fwd_engine_stats(const struct fwd_engine *e, struct fwd_worker_stats *sum);

@@ -7,6 +7,7 @@
 
 const char *const fwd_lock_class_names[FWD_LOCK_CLASSES] = {
 	[FWD_LOCK_SHARD] = "shard",
+	[FWD_LOCK_HELPER] = "helper",
 	[FWD_LOCK_EXPECT] = "expect",
 };
 

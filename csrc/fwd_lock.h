@@ -5,7 +5,7 @@
  *
  * Lock order (asserted in FWD_DEBUG builds): locks are ranked by (class, index) and a thread may
  * only take a lock ranked above every lock it already holds:
- *     shard locks, ascending index  ->  expectation lock
+ *     shard locks (ascending index) -> helper stripe -> expectation lock
  * Never the reverse.
  */
 #ifndef FWD_LOCK_H
@@ -17,7 +17,8 @@
 
 enum fwd_lock_class {
 	FWD_LOCK_SHARD = 0, /* conntrack bucket shards; rank by index */
-	FWD_LOCK_EXPECT,    /* the expectation table (taken after shard locks) */
+	FWD_LOCK_HELPER,    /* stripes guarding helpers' per-connection state */
+	FWD_LOCK_EXPECT,    /* the expectation table (taken after the others) */
 	FWD_LOCK_CLASSES,
 };
 

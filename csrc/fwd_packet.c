@@ -184,6 +184,7 @@ static int parse_l4(struct fwd_pkt *p, const uint8_t *data, bool inner)
 			if (doff > n)
 				return -FWD_PKT_ERR_TRUNCATED;
 			p->tcp_flags = l4[13];
+			p->l4hlen = (uint16_t)doff;
 		}
 		return 0;
 	case IPPROTO_UDP_:
@@ -192,6 +193,7 @@ static int parse_l4(struct fwd_pkt *p, const uint8_t *data, bool inner)
 			return -FWD_PKT_ERR_TRUNCATED;
 		t->sport = rd16(l4);
 		t->dport = rd16(l4 + 2);
+		p->l4hlen = 8;
 		if (!inner && t->proto == IPPROTO_UDP_) {
 			size_t ulen = rd16(l4 + 4);
 

@@ -44,6 +44,7 @@ struct fwd_pkt {
 	uint32_t l4off;         /* offset of the transport header */
 	uint32_t l4len;         /* bytes of transport header + payload we have */
 	uint32_t l4wire;        /* bytes of transport header + payload on the wire (>= l4len) */
+	uint16_t l4hlen;        /* transport header length (TCP, UDP); payload follows */
 	uint8_t kind;           /* enum fwd_pkt_kind */
 	uint8_t error;          /* enum fwd_pkt_error when kind == INVALID */
 	uint8_t tcp_flags;

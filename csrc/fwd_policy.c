@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /* Policy evaluation: a linear scan of compiled rules. */
 #include "fwd_policy.h"
+#include "fwd_helper.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -98,6 +99,10 @@ struct fwd_policy *fwd_policy_alloc(uint32_t nrules, uint32_t nworkers)
 void fwd_policy_free(struct fwd_policy *pol)
 {
 	if (pol) {
+		for (uint32_t i = 0; i < pol->nhelpers; i++)
+			fwd_helper_put(pol->helpers[i]);
+		free(pol->helpers);
+		free(pol->bindings);
 		for (uint32_t i = 0; pol->names && i < pol->nrules; i++)
 			free(pol->names[i]);
 		free(pol->names);
@@ -126,4 +131,15 @@ void fwd_policy_hits(const struct fwd_policy *pol, uint64_t *out)
 		for (uint32_t r = 0; r <= pol->nrules; r++)
 			out[r] += __atomic_load_n(&pol->hits[(size_t)w * pol->hits_stride + r],
 						  __ATOMIC_RELAXED);
+}
+
+struct fwd_helper *fwd_policy_helper_for(const struct fwd_policy *pol, const struct fwd_tuple *t)
+{
+	for (uint32_t i = 0; i < pol->nbindings; i++) {
+		const struct fwd_helper_binding *b = &pol->bindings[i];
+
+		if (b->proto == t->proto && t->dport >= b->port_lo && t->dport <= b->port_hi)
+			return b->helper;
+	}
+	return NULL;
 }

@@ -33,7 +33,20 @@ struct fwd_rule {
 	uint8_t verdict;                   /* enum fwd_verdict */
 };
 
+struct fwd_helper;
+
+/* New connections of `proto` to a destination port in [port_lo, port_hi] get `helper`. */
+struct fwd_helper_binding {
+	uint8_t proto;
+	uint16_t port_lo, port_hi;
+	struct fwd_helper *helper;
+};
+
 struct fwd_policy {
+	uint32_t nhelpers;
+	struct fwd_helper **helpers;       /* referenced; freed with the policy */
+	uint32_t nbindings;
+	struct fwd_helper_binding *bindings;
 	uint32_t nrules;
 	uint32_t nworkers;
 	uint32_t hits_stride;  /* counters per worker row: nrules + 1, rounded up to a cache line */
@@ -67,6 +80,9 @@ struct fwd_match_in {
 	uint32_t iif, oif;
 	uint8_t state;
 };
+
+/* The helper bound to new connections of this tuple, or NULL. */
+struct fwd_helper *fwd_policy_helper_for(const struct fwd_policy *pol, const struct fwd_tuple *t);
 
 /* Index of the first rule matching, or -1.  Locking: none (the policy is immutable). */
 int fwd_policy_match(const struct fwd_policy *pol, const struct fwd_match_in *m);

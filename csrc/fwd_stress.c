@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /* Table exerciser (see fwd_stress.h). */
 #include "fwd_stress.h"
+#include "fwd_engine.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -144,6 +145,125 @@ int fwd_stress_run(struct fwd_ct_table *t, unsigned threads, unsigned conns, uns
 #undef ADD
 	}
 	res->elapsed_ns = fwd_now_ns() - t0;
+	free(ws);
+	free(tids);
+	return err;
+}
+
+struct exp_worker {
+	struct fwd_engine *e;
+	const int *go;
+	unsigned id, nthreads, rounds, per_master;
+	struct fwd_stress_expect_result r;
+};
+
+/* Expected connection k of thread `id`: UDP from anywhere to 172.16.<id>.1:k. */
+static void exp_tuple(unsigned id, unsigned k, struct fwd_tuple *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->family = 4;
+	t->proto = 17;
+	t->src.b[0] = 192;
+	t->src.b[1] = 168;
+	t->dst.b[0] = 172;
+	t->dst.b[1] = 16;
+	t->dst.b[2] = (uint8_t)id;
+	t->dst.b[3] = 1;
+	t->sport = 9;
+	t->dport = (uint16_t)(1000 + k);
+}
+
+static void *run_expect(void *arg)
+{
+	struct exp_worker *w = arg;
+	const struct fwd_exp_class_policy pol = { .max_expected = 4, .timeout = 1000 };
+
+	while (!__atomic_load_n(w->go, __ATOMIC_ACQUIRE))
+		sched_yield();
+	for (unsigned round = 0; round < w->rounds; round++) {
+		uint64_t now = (uint64_t)round * 100 + 1;
+		struct fwd_tuple mt;
+		struct fwd_ct *master;
+
+		make_tuple(w->id, round, &mt);
+		master = fwd_ct_alloc(&w->e->ct, &mt);
+		if (!master || !fwd_engine_attach_ext(master, NULL, NULL)) {
+			if (master)
+				fwd_ct_put(master);
+			continue;
+		}
+		fwd_ct_set_expires(master, UINT64_MAX);
+		if (fwd_ct_confirm(&w->e->ct, master)) {
+			fwd_ct_put(master);
+			continue;
+		}
+		w->r.masters++;
+		for (unsigned k = 0; k < w->per_master; k++) {
+			struct fwd_exp_spec spec = { .cls = (uint8_t)(k % 2), .helper = "stress" };
+			bool evicted;
+
+			exp_tuple(w->id, k, &spec.tuple);
+			memset(&spec.mask.dst, 0xff, sizeof(spec.mask.dst));
+			spec.mask.dport = 0xffff;
+			spec.mask.family = spec.mask.proto = 0xff;
+			/* Short-lived ones (odd k at the round's end) are left for the GC. */
+			w->r.added += fwd_exp_add(&w->e->exp, master, &spec, &pol, now, &evicted) == 1;
+		}
+		for (unsigned k = 0; k < w->per_master; k += 2) {
+			struct fwd_tuple t;
+			struct fwd_exp_spec got;
+			struct fwd_ct *m;
+
+			exp_tuple(w->id, k, &t);
+			if (fwd_exp_match(&w->e->exp, &t, now, &m, &got)) {
+				w->r.matched_own++;
+				fwd_ct_put(m);
+			}
+			exp_tuple((w->id + 1) % w->nthreads, k + 1, &t);
+			if (fwd_exp_match(&w->e->exp, &t, now, &m, &got)) {
+				w->r.matched_other++;
+				fwd_ct_put(m);
+			}
+		}
+		fwd_exp_gc(&w->e->exp, now + (round % 3 == 0 ? 2000 : 0));
+		w->r.killed += fwd_ct_kill(&w->e->ct, master);
+		fwd_ct_put(master);
+	}
+	return NULL;
+}
+
+int fwd_stress_expect(struct fwd_engine *e, unsigned threads, unsigned rounds, unsigned per_master,
+		      struct fwd_stress_expect_result *res)
+{
+	struct exp_worker *ws = calloc(threads, sizeof(*ws));
+	pthread_t *tids = calloc(threads, sizeof(*tids));
+	unsigned started = 0;
+	int go = 0, err = 0;
+
+	memset(res, 0, sizeof(*res));
+	if (!ws || !tids || !threads || threads > 64 || per_master > 1000) {
+		free(ws);
+		free(tids);
+		return ws && tids ? -EINVAL : -ENOMEM;
+	}
+	for (unsigned i = 0; i < threads; i++) {
+		ws[i] = (struct exp_worker){ .e = e, .go = &go, .id = i, .nthreads = threads,
+					     .rounds = rounds, .per_master = per_master };
+		if (pthread_create(&tids[i], NULL, run_expect, &ws[i])) {
+			err = -EAGAIN;
+			break;
+		}
+		started++;
+	}
+	__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < started; i++) {
+		pthread_join(tids[i], NULL);
+		res->masters += ws[i].r.masters;
+		res->added += ws[i].r.added;
+		res->matched_own += ws[i].r.matched_own;
+		res->matched_other += ws[i].r.matched_other;
+		res->killed += ws[i].r.killed;
+	}
 	free(ws);
 	free(tids);
 	return err;

@@ -21,4 +21,18 @@ struct fwd_stress_result {
 int fwd_stress_run(struct fwd_ct_table *t, unsigned threads, unsigned conns, unsigned rounds,
 		   bool keep, struct fwd_stress_result *res);
 
+struct fwd_engine;
+
+struct fwd_stress_expect_result {
+	uint64_t masters, added, matched_own, matched_other, killed;
+};
+
+/* Expectation exerciser: each of `threads` threads, for `rounds` rounds, creates a master
+ * connection, gives it `per_master` expectations (classes of max 4: some get evicted), matches
+ * half of its own and tries a neighbour's, expires some through GC with an advancing clock, and
+ * kills the master (flushing the rest) — while the other threads do the same.
+ * Locking: as fwd_ct.h and fwd_expect.h. */
+int fwd_stress_expect(struct fwd_engine *e, unsigned threads, unsigned rounds, unsigned per_master,
+		      struct fwd_stress_expect_result *res);
+
 #endif

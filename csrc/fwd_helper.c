@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/* Helper registry, instances, and the expectation API helpers use (see fwd_helper.h). */
+#include "fwd_helper.h"
+#include "fwd_engine.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern const struct fwd_helper_type fwd_helper_sip;
+
+/* Every compiled-in helper type; adding a helper adds its folder and one line here. */
+static const struct fwd_helper_type *const types[] = { &fwd_helper_sip };
+
+const struct fwd_helper_type *fwd_helper_type_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		if (!strcmp(types[i]->name, name))
+			return types[i];
+	return NULL;
+}
+
+struct fwd_helper *fwd_helper_new(const struct fwd_helper_type *type)
+{
+	struct fwd_helper *h = calloc(1, sizeof(*h));
+
+	if (h) {
+		h->type = type;
+		h->refcnt = 1;
+		h->on_error = FWD_DROP;
+	}
+	return h;
+}
+
+void fwd_helper_get(struct fwd_helper *h)
+{
+	__atomic_fetch_add(&h->refcnt, 1, __ATOMIC_RELAXED);
+}
+
+void fwd_helper_put(struct fwd_helper *h)
+{
+	if (h && __atomic_sub_fetch(&h->refcnt, 1, __ATOMIC_ACQ_REL) == 0)
+		free(h);
+}
+
+int fwd_helper_expect(struct fwd_helper_ctx *ctx, struct fwd_exp_spec *spec)
+{
+	struct fwd_helper *h = ctx->helper;
+	bool evicted;
+	int err;
+
+	spec->helper = h->type->name;
+	err = fwd_exp_add(&ctx->engine->exp, ctx->ct, spec, &h->policy[spec->cls], ctx->now,
+			  &evicted);
+	if (evicted)
+		FWD_HELPER_COUNT(h, exp_evicted, 1);
+	if (err == 1)
+		FWD_HELPER_COUNT(h, exp_created, 1);
+	else if (err == -ENOSPC || err == -EINVAL)
+		FWD_HELPER_COUNT(h, exp_refused, 1);
+	return err;
+}
+
+unsigned fwd_helper_flush(struct fwd_helper_ctx *ctx, int cls, uint32_t call)
+{
+	return fwd_exp_flush_master(&ctx->engine->exp, ctx->ct, cls, call);
+}
+
+unsigned fwd_helper_activate(struct fwd_helper_ctx *ctx, int cls, uint64_t expires)
+{
+	return fwd_exp_activate(&ctx->engine->exp, ctx->ct, cls, expires);
+}
