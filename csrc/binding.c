@@ -1247,9 +1247,9 @@ static int NfqWorkers_init(NfqWorkersObject *self, PyObject *args, PyObject *kw)
 	static char *kwlist[] = { "engine", "queues", "copy_range", "max_len", "batch", "rcvbuf",
 				  "fail_open", "trace_fd", NULL };
 	struct fwd_nfq_config cfg = { .copy_range = 0xffff, .max_len = 4096, .batch = 64,
-				      .rcvbuf = 16u << 20, .fail_open = true, .trace_fd = -1 };
+				      .trace_fd = -1 };
 	PyObject *engine, *queues, *seq;
-	int fail_open = 1;
+	int fail_open = 0;
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O|$IIIIpi", kwlist, &EngineType, &engine,
 					 &queues, &cfg.copy_range, &cfg.max_len, &cfg.batch,

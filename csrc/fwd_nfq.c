@@ -81,7 +81,11 @@ static int configure(struct fwd_nfq_worker *w)
 int fwd_nfq_open(struct fwd_nfq_worker *w, struct fwd_engine *e, uint16_t queue,
 		 const struct fwd_nfq_config *cfg)
 {
-	int err = -EBUSY, rcvbuf = (int)cfg->rcvbuf;
+	/* A queued packet costs the socket its buffer's truesize, ~1 KiB for small packets, and
+	 * the kernel counts twice what we ask: 2 KiB per queue slot keeps a full queue from
+	 * overflowing the socket, which would drop (or, fail-open, pass unfiltered) packets. */
+	uint64_t want = cfg->rcvbuf ? cfg->rcvbuf : (uint64_t)cfg->max_len * 2048;
+	int err = -EBUSY, rcvbuf = (int)(want > (1u << 30) ? (1u << 30) : want);
 	unsigned slot;
 
 	memset(w, 0, sizeof(*w));

@@ -14,8 +14,9 @@ struct fwd_nfq_config {
 	uint32_t copy_range; /* bytes of each packet copied to us (headers must fit) */
 	uint32_t max_len;    /* kernel queue length */
 	uint32_t batch;      /* packets per receive, 1..FWD_NFQ_MAX_BATCH */
-	uint32_t rcvbuf;     /* socket receive buffer, bytes */
-	bool fail_open;      /* full queue: the kernel accepts instead of dropping */
+	uint32_t rcvbuf;     /* socket receive buffer, bytes; 0: room for max_len packets */
+	bool fail_open;      /* full queue or socket: the kernel accepts unfiltered instead of
+			      * dropping (an availability/security trade-off; off by default) */
 	int trace_fd;        /* -1, or a file to append one JSON line per packet to */
 };
 

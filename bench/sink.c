@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/* sink: UDP receiver that times delivery, for the queue benchmarks.
+ *
+ *   sink --port P [--count N] [--idle-ms MS] [--timeout S] [--progress FILE]
+ *
+ * Binds 0.0.0.0:P with a large receive buffer, prints "ready" once bound, then receives in
+ * batches (recvmmsg) until N packets have arrived, or no packet came for MS milliseconds
+ * (default 300) after the first one, or S seconds have passed (default 30), or SIGTERM.
+ * --progress FILE: keeps the running count in FILE (a uint64, created here) for blast's closed
+ * loop.  Prints one JSON line: {"count", "first", "last", "complete"}: the CLOCK_MONOTONIC
+ * seconds at which the first and the last batch arrived (0 if none), and whether N arrived.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BATCH 256
+#define BUFSIZE 2048
+
+static volatile sig_atomic_t stopping;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stopping = 1;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "sink: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static unsigned long number(const char *s, unsigned long max)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 0);
+
+	if (!*s || *end || v > max) {
+		fprintf(stderr, "sink: bad number %s (max %lu)\n", s, max);
+		exit(2);
+	}
+	return v;
+}
+
+static volatile uint64_t *map_progress(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+
+	if (fd < 0 || ftruncate(fd, sizeof(uint64_t)) < 0)
+		die(path);
+	void *p = mmap(NULL, sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	if (p == MAP_FAILED)
+		die("mmap");
+	close(fd);
+	return p;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "port", required_argument, NULL, 'p' },
+		{ "count", required_argument, NULL, 'n' },
+		{ "idle-ms", required_argument, NULL, 'i' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "progress", required_argument, NULL, 'g' },
+		{ 0 }
+	};
+	unsigned long port = 0, idle_ms = 300;
+	unsigned long long want = ~0ULL;
+	double timeout = 30;
+	const char *progress_path = NULL;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'p': port = number(optarg, 65535); break;
+		case 'n': want = number(optarg, 1UL << 40); break;
+		case 'i': idle_ms = number(optarg, 60000); break;
+		case 't': timeout = atof(optarg); break;
+		case 'g': progress_path = optarg; break;
+		default: return 2;
+		}
+	}
+	if (!port || timeout <= 0) {
+		fprintf(stderr, "usage: sink --port P [--count N] [--idle-ms MS] [--timeout S] "
+			"[--progress FILE]\n");
+		return 2;
+	}
+	struct sigaction sa = { .sa_handler = on_signal };
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	int size = 64 << 20;
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port),
+				    .sin_addr.s_addr = htonl(INADDR_ANY) };
+
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0 ||
+	    bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+		die("socket");
+	volatile uint64_t *progress = progress_path ? map_progress(progress_path) : NULL;
+
+	printf("ready\n");
+	fflush(stdout);
+
+	static char bufs[BATCH][BUFSIZE];
+	static struct iovec iov[BATCH];
+	static struct mmsghdr msgs[BATCH];
+
+	for (int i = 0; i < BATCH; i++) {
+		iov[i] = (struct iovec){ bufs[i], BUFSIZE };
+		msgs[i].msg_hdr = (struct msghdr){ .msg_iov = &iov[i], .msg_iovlen = 1 };
+	}
+	unsigned long long count = 0;
+	double first = 0, last = 0, deadline = now() + timeout;
+
+	while (count < want && !stopping) {
+		double t = now();
+		double until = count ? (last + idle_ms / 1e3 < deadline ? last + idle_ms / 1e3
+									 : deadline)
+				     : deadline;
+		if (t >= until)
+			break;
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int r = poll(&p, 1, (int)((until - t) * 1e3) + 1);
+
+		if (r < 0 && errno != EINTR)
+			die("poll");
+		if (r <= 0)
+			continue;
+		int n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			die("recvmmsg");
+		}
+		last = now();
+		if (!count)
+			first = last;
+		count += n;
+		if (progress)
+			*progress = count;
+	}
+	printf("{\"count\": %llu, \"first\": %.6f, \"last\": %.6f, \"complete\": %s}\n", count,
+	       first, last, count >= want ? "true" : "false");
+	return 0;
+}
