@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := gcc make python3-dev python3-venv iptables iproute2 iputils-ping \
 	libnetfilter-queue-dev libnfnetlink-dev libmnl-dev conntrack tcpdump \
-	clang libclang-rt-14-dev prometheus
+	clang libclang-rt-14-dev prometheus systemd
 ASAN_TREE := build/asan
 PYTEST_ARGS ?=
 
@@ -46,7 +46,7 @@ test-unit: build
 # checker, in a copy of the tree so the normal build is untouched; the whole suite runs on it.
 test-asan: deps
 	rm -rf $(ASAN_TREE) && mkdir -p $(ASAN_TREE)
-	cp -r setup.py pyproject.toml README.md csrc helpers fwd etc tests $(ASAN_TREE)/
+	cp -r setup.py pyproject.toml README.md csrc helpers fwd etc systemd tests $(ASAN_TREE)/
 	rm -f $(ASAN_TREE)/fwd/*.so
 	cd $(ASAN_TREE) && FWD_SANITIZE=1 $(CURDIR)/$(PY) setup.py -q build_ext --inplace
 	cd $(ASAN_TREE) && PYTHONPATH=$(CURDIR)/$(ASAN_TREE) \

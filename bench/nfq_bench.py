@@ -124,7 +124,9 @@ def fwd_config_text(queue: int, io: str | None = None, count: int = 1) -> str:
         lines.append(f"max_len = {FULL_QUEUE}")
     if "fail_open" in known:
         lines.append("fail_open = false")
-    return "\n".join([*lines, "", "[log]", 'level = "warning"', FWD_POLICY])
+    # No exporter or control socket: a benchmark fwd must not take a real fwd's.
+    return "\n".join([*lines, "", "[log]", 'level = "warning"', "", "[metrics]", 'listen = ""',
+                      "", "[control]", 'socket = ""', FWD_POLICY])
 
 
 def _fwd_capacity() -> int:

@@ -11,6 +11,9 @@ SUBCOMMANDS = {
     "run": ("fwd.daemon", "run the firewall daemon on NFQUEUE"),
     "replay": ("fwd.replay", "run the engine offline over a pcap/pcapng capture"),
     "lab": ("fwd.lab", "build namespaces, run fwd between them, send real traffic, show verdicts"),
+    "check-config": ("fwd.checkconfig", "check a configuration file as `fwd run` would; exit 78 "
+                                        "on an error"),
+    "ctl": ("fwd.control", "talk to the running daemon: connections, stats, reload"),
 }
 
 

@@ -31,6 +31,9 @@ PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 PORT_PROTOCOLS = (6, 17)  # the only protocols a rule may name ports for
 HOOKS = ("INPUT", "FORWARD", "OUTPUT")
 VERDICTS = ("accept", "drop")
+# What traffic does while fwd is stopped or dead: passes unfiltered (the NFQUEUE rule has
+# --queue-bypass, a clean stop removes the chain) or is dropped (no bypass, the chain stays).
+ON_STOP = ("bypass", "drop")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 MAX_SHARDS = 1 << 16
@@ -44,6 +47,9 @@ RESERVED_CHAINS = ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING",
 _CHAIN_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,27}")  # iptables: at most 28 characters
 _IFNAME_RE = re.compile(r"[^/:\s]+")  # Linux: no '/', ':' or space, IFNAMSIZ - 1 bytes at most
 _RANGE_RE = re.compile(r"([0-9]+)-([0-9]+)")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                          r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+MAX_SOCKET_PATH = 107  # bytes: sun_path of a Unix socket address, less the terminating NUL
 _PROTO_FAMILY = {1: 4, 58: 6}  # protocols that exist for one IP family only (icmp, icmpv6)
 
 
@@ -62,6 +68,7 @@ class ConntrackConfig:
     buckets: int = 65536         # hash buckets, power of two, >= shards
     max_entries: int = 262144    # table size cap
     gc_interval: float = 1.0     # seconds between incremental GC passes
+    expect_max: int = 4096       # expectation table cap
     # Overrides of the engine's default timeouts (seconds), read-only; keys from TIMEOUT_KEYS.
     timeouts: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -70,7 +77,7 @@ class ConntrackConfig:
 class QueueConfig:
     num: int = 0                            # NFQUEUE number
     install_rules: bool = False             # the daemon adds (and removes) its iptables rules
-    bypass: bool = True                     # --queue-bypass: packets pass while nobody listens
+    on_stop: str = "bypass"                 # while fwd is not running: "bypass" | "drop"
     hooks: tuple[str, ...] = ("FORWARD",)   # built-in chains that jump to `chain`
     chain: str = "FWD"                      # the daemon's own iptables chain
 
@@ -106,11 +113,35 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9477"           # Prometheus exporter "host:port"; "" = off
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, None when off."""
+        return _host_port(self.listen) if self.listen else None
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: str = "/run/fwd/fwd.sock"        # `fwd ctl` Unix socket (mode 0600); "" = off
+
+
+@dataclass(frozen=True)
+class HelpersConfig:
+    dir: str = "helpers.d"     # folder of <helper>.toml files, relative to this file's folder
+    loaded: tuple = ()         # fwd.helper_config.HelperConfig of each file found there
+
+
+@dataclass(frozen=True)
 class Config:
     conntrack: ConntrackConfig = field(default_factory=ConntrackConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    helpers: HelpersConfig = field(default_factory=HelpersConfig)
     path: str | None = None                  # where it was read from
 
 
@@ -130,7 +161,11 @@ def load(path: str | os.PathLike) -> Config:
 def parse(data: dict[str, Any], source: str | None = None) -> Config:
     """Check a decoded TOML document; `source` is recorded as Config.path."""
     sections = _read(data, "", {"conntrack": _conntrack, "queue": _queue, "policy": _policy,
-                                "log": _log}, what="section")
+                                "log": _log, "metrics": _metrics, "control": _control,
+                                "helpers": _helpers},
+                     what="section")
+    sections["helpers"] = _load_helpers(sections.get("helpers", HelpersConfig()), source,
+                                        explicit="dir" in data.get("helpers", {}))
     return Config(**sections, path=source)
 
 
@@ -157,6 +192,7 @@ def _conntrack(data: Any, key: str) -> ConntrackConfig:
         "buckets": _power_of_two(MAX_BUCKETS),
         "max_entries": _integer(1, MAX_U32),
         "gc_interval": _seconds,
+        "expect_max": _integer(1, MAX_U32),
         "timeouts": _timeouts,
     }))
     if ct.buckets < ct.shards:
@@ -173,7 +209,7 @@ def _queue(data: Any, key: str) -> QueueConfig:
     return QueueConfig(**_read(data, key, {
         "num": _integer(0, 65535),
         "install_rules": _boolean,
-        "bypass": _boolean,
+        "on_stop": _choice(ON_STOP),
         "hooks": _choice_list(HOOKS),
         "chain": _chain,
     }))
@@ -181,6 +217,28 @@ def _queue(data: Any, key: str) -> QueueConfig:
 
 def _log(data: Any, key: str) -> LogConfig:
     return LogConfig(**_read(data, key, {"level": _choice(LOG_LEVELS)}))
+
+
+def _metrics(data: Any, key: str) -> MetricsConfig:
+    return MetricsConfig(**_read(data, key, {"listen": _listen}))
+
+
+def _control(data: Any, key: str) -> ControlConfig:
+    return ControlConfig(**_read(data, key, {"socket": _socket_path}))
+
+
+def _helpers(data: Any, key: str) -> HelpersConfig:
+    return HelpersConfig(**_read(data, key, {"dir": _name}))
+
+
+def _load_helpers(helpers: HelpersConfig, source: str | None, explicit: bool) -> HelpersConfig:
+    """Read every helper file of helpers.dir (relative to the config file's folder)."""
+    from fwd import helper_config  # it builds on this module's checks
+
+    base = os.path.dirname(source) if source else "."
+    directory = os.path.join(base, helpers.dir)
+    return HelpersConfig(dir=helpers.dir,
+                         loaded=helper_config.load_dir(directory, required=explicit))
 
 
 def _policy(data: Any, key: str) -> PolicyConfig:
@@ -307,6 +365,9 @@ def _choice_list(choices: tuple) -> Callable[[Any, str], tuple]:
 def _name(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(key, f"must be a non-empty string, got {_show(value)}")
+    if any(c in '"\\' or ord(c) < 0x20 for c in value):
+        raise ConfigError(key, "must not contain quotes, backslashes or control characters "
+                               "(it appears in logs and metrics as it is)")
     return value
 
 
@@ -325,6 +386,38 @@ def _ifname(value: Any, key: str) -> str:
             or len(value.encode()) > 15):
         raise ConfigError(key, "must be an interface name: 1-15 characters without '/', ':' "
                                f"or spaces, got {_show(value)}")
+    return value
+
+
+def _host_port(value: str) -> tuple[str, int] | None:
+    """"host:port" or "[v6 address]:port" -> (host, port); None if it is neither."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+    elif not _HOSTNAME_RE.fullmatch(host):  # an IPv4 address matches too
+        return None
+    return host, int(port)
+
+
+def _listen(value: Any, key: str) -> str:
+    if value != "" and not (isinstance(value, str) and _host_port(value)):
+        raise ConfigError(key, 'must be "host:port" (IPv6: "[address]:port", port 1..65535) '
+                               f'or "" (off), got {_show(value)}')
+    return value
+
+
+def _socket_path(value: Any, key: str) -> str:
+    if value != "" and not (isinstance(value, str) and value.startswith("/")
+                            and not value.endswith("/") and "\0" not in value
+                            and len(value.encode()) <= MAX_SOCKET_PATH):
+        raise ConfigError(key, f"must be an absolute file path of at most {MAX_SOCKET_PATH} "
+                               f'bytes or "" (off), got {_show(value)}')
     return value
 
 

@@ -4,25 +4,39 @@ A uvloop event loop watches the queue's netlink socket.  When it is readable, ne
 non-blocking `run()` drains every queued packet into a batch (the per-packet callback only
 collects), the engine decides the whole batch in one call, and the verdicts go back to the kernel
 (netfilterqueue 1.1.0 accepts a verdict after its callback has returned).  A timer runs the
-conntrack GC.  SIGTERM/SIGINT: stop reading, remove the installed rules, give verdicts to what is
-still queued, unbind, exit 0.
+conntrack GC.
+
+Lifecycle, told to systemd over the notify socket (fwd.sdnotify) when there is one:
+- start: bind the queue, install the rules, then READY=1.
+- while running: STATUS= with a short summary every few seconds, and WATCHDOG=1 with it while
+  the packet path is healthy (`_health_problem`).
+- SIGHUP: RELOADING=1, re-read the file and apply it to the running engine through
+  engine.configure (the path used at start): the policy swaps between two batches and tracked
+  connections stay.  An invalid file, or a changed key that only a restart can apply, leaves the
+  running configuration as it was, logged and reported in STATUS=.  Then READY=1.
+- SIGTERM/SIGINT: STOPPING=1, stop reading, release the rules as queue.on_stop says, give
+  verdicts to what is still queued, unbind, exit 0 (1 if the packet path had failed).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
 import logging
+import select
 import signal
 import sys
 import time
-from typing import TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 import uvloop
 from netfilterqueue import COPY_PACKET, NetfilterQueue
 
-from fwd import _core, config, engine
+from fwd import _core, checkconfig, config, control, engine, metrics, sdnotify
 from fwd.rules import QueueRules, RulesError
 
 log = logging.getLogger("fwd")
@@ -32,6 +46,14 @@ log = logging.getLogger("fwd")
 QUEUE_MAX_LEN = 1024
 # Bytes copied per packet: netfilterqueue's maximum; helpers need payloads, not only headers.
 COPY_RANGE = 4016
+# Seconds between STATUS= updates (more often when the watchdog wants pings sooner).
+STATUS_INTERVAL = 5.0
+# The kernel's table of bound queues in fwd's network namespace, one line per queue, its number
+# first.  Read through /proc/self: the unit's ProcSubset=pid hides /proc/net.
+NFQUEUE_TABLE = "/proc/self/net/netfilter/nfnetlink_queue"
+# What a reload may change.  Every other key is fixed at start (the engine's table size and
+# timeouts, the queue and its rules): a reload that changes one is refused as a whole.
+LIVE_KEYS = ("policy", "helpers", "log", "conntrack.gc_interval")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,24 +62,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write one JSON line per packet: verdict, state, rule, packet hex")
 
 
+def check_live_change(old: Any, new: Any, prefix: str = "") -> None:
+    """Raise ConfigError naming the first key outside LIVE_KEYS whose value differs between the
+    configs (or sections) `old` and `new`."""
+    for f in dataclasses.fields(old):
+        key = prefix + f.name
+        if key in LIVE_KEYS or key == "path":
+            continue
+        was, now = getattr(old, f.name), getattr(new, f.name)
+        if dataclasses.is_dataclass(was):
+            check_live_change(was, now, key + ".")
+        elif was != now:
+            show = [json.dumps(dict(v) if isinstance(v, Mapping) else v) for v in (was, now)]
+            raise config.ConfigError(key, f"changed from {show[0]} to {show[1]}: needs a restart")
+
+
 class Daemon:
     def __init__(self, cfg: config.Config, eng: _core.Engine, rule_names: list[str],
-                 verdict_log: TextIO | None) -> None:
+                 verdict_log: TextIO | None, notifier: sdnotify.Notifier) -> None:
         self.cfg = cfg
         self.engine = eng
         self.rule_names = rule_names
         self.verdict_log = verdict_log
+        self.notifier = notifier
         self.queue = NetfilterQueue()
         self.batch: list = []  # (packet, L3 bytes) collected by the callback
         self.stop = asyncio.Event()
         self.error: BaseException | None = None
+        self.tasks: list[asyncio.Task] = []  # background tasks; one that ends is a failure
+        self.drains = 0    # times the queue socket was drained: the watchdog's sign of progress
+        self.packets = 0   # packets decided
+        self.batches = 0   # engine calls that decided them
+        self.last_reload = "none"  # outcome of the last reload, for STATUS=
+        self._pending_at: int | None = None  # self.drains when the socket was last seen readable
 
+    # --- packet path ------------------------------------------------------------------------
     def _collect(self, pkt) -> None:
         """netfilterqueue callback: keep the packet and a copy of its bytes (valid only here)."""
         self.batch.append((pkt, pkt.get_payload()))
 
     def _on_readable(self) -> None:
         """Drain the queue socket, decide the batch in one engine call, give the verdicts."""
+        self.drains += 1
         try:
             self.queue.run(block=False)
             if self.batch:
@@ -80,6 +126,8 @@ class Daemon:
                 pkt.accept()
             else:
                 pkt.drop()
+        self.packets += len(batch)
+        self.batches += 1
         if self.verdict_log:
             self._log_verdicts(batch, results)
 
@@ -101,54 +149,155 @@ class Daemon:
             if removed:
                 log.debug("gc removed %d connections", removed)
 
+    # --- observability: metrics exporter and control socket -------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """What the metrics and `fwd ctl stats` show (fwd.metrics.snapshot); any thread."""
+        return metrics.snapshot(self.engine, self.cfg.policy, {
+            self.cfg.queue.num: {"packets": self.packets, "batches": self.batches}})
+
+    async def _start_observers(self, stack: contextlib.ExitStack) -> None:
+        """Serve control.socket and metrics.listen as configured; closing `stack` stops them."""
+        if self.cfg.control.socket:
+            server = control.ControlServer(self, self.cfg.control.socket)
+            await server.start()
+            stack.callback(server.close)
+        if address := self.cfg.metrics.address:
+            try:
+                exporter = metrics.Exporter(*address, self.snapshot)
+            except OSError as err:
+                raise OSError(f"metrics.listen {self.cfg.metrics.listen}: "
+                              f"{err.strerror or err}") from None
+            stack.callback(exporter.close)
+
+    # --- reload -----------------------------------------------------------------------------
+    def reload(self) -> None:
+        """SIGHUP: apply the file again, all of it or nothing (see the module docstring)."""
+        self.notifier.send("RELOADING=1", sdnotify.monotonic_usec())
+        try:
+            cfg = config.load(self.cfg.path)
+            check_live_change(self.cfg, cfg)
+            rule_names = engine.configure(self.engine, cfg)
+        except config.ConfigError as err:
+            self.last_reload = f"failed, running configuration kept: {err}"
+            log.error("reload %s", self.last_reload)
+        else:
+            self.cfg, self.rule_names = cfg, rule_names
+            logging.getLogger().setLevel(cfg.log.level.upper())
+            self.last_reload = f"ok at {time.strftime('%H:%M:%S')}"
+            log.info("reloaded %s: %d rules", cfg.path, len(rule_names))
+        self.notifier.send("READY=1", self._status())
+
+    # --- supervision ------------------------------------------------------------------------
+    def _status(self) -> str:
+        return sdnotify.status(f"{self.packets} packets, {self.engine.stats()['entries']} "
+                               f"connections; last reload: {self.last_reload}")
+
+    def _health_problem(self) -> str | None:
+        """Why the packet path is not healthy, or None.  That this runs at all shows the event
+        loop (and so the packet path, which runs on it) is not stuck; beyond that: no failed
+        batch, no background task ended, the kernel has the queue bound, and no data left
+        waiting on the queue socket since the previous check (a readable socket is drained
+        within one loop iteration)."""
+        if self.error:
+            return "packet path failed"
+        for task in self.tasks:
+            if task.done():
+                return f"task {task.get_name()} ended"
+        num = str(self.cfg.queue.num)
+        try:
+            with open(NFQUEUE_TABLE) as table:
+                if not any(line.split()[:1] == [num] for line in table):
+                    return f"queue {num} is not bound"
+        except OSError as err:
+            return f"{NFQUEUE_TABLE}: {err.strerror}"
+        readable = bool(select.select([self.queue.get_fd()], [], [], 0)[0])
+        stalled = self._pending_at == self.drains
+        self._pending_at = self.drains if readable else None
+        return "queue socket not drained since the last check" if stalled else None
+
+    async def _heartbeat(self) -> None:
+        """STATUS= regularly; with a watchdog, WATCHDOG=1 with it while healthy (systemd kills
+        and restarts fwd when the pings stop)."""
+        watchdog = self.notifier.watchdog
+        interval = min(STATUS_INTERVAL, watchdog / 2) if watchdog else STATUS_INTERVAL
+        while True:
+            await asyncio.sleep(interval)
+            problem = self._health_problem()
+            if problem:
+                log.error("unhealthy, no watchdog ping: %s", problem)
+            if watchdog and not problem:
+                self.notifier.send("WATCHDOG=1", self._status())
+            else:
+                self.notifier.send(self._status())
+
+    # --- lifecycle --------------------------------------------------------------------------
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         qcfg = self.cfg.queue
         rules = QueueRules(qcfg) if qcfg.install_rules else None
         self.queue.bind(qcfg.num, self._collect, max_len=QUEUE_MAX_LEN, mode=COPY_PACKET,
                         range=COPY_RANGE)
         fd = self.queue.get_fd()
+        observers = contextlib.ExitStack()
         try:
+            await self._start_observers(observers)
             if rules:
                 rules.install()
             loop.add_reader(fd, self._on_readable)
-            gc = asyncio.create_task(self._gc())
+            self.tasks.append(asyncio.create_task(self._gc(), name="gc"))
+            if self.notifier.enabled:
+                self.tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
             log.info("running: queue %d, %d shards, %d rules", qcfg.num,
                      self.cfg.conntrack.shards, len(self.rule_names))
+            self.notifier.send("READY=1", self._status())
+
             await self.stop.wait()
+
+            self.notifier.send("STOPPING=1")
             log.info("stopping")
-            gc.cancel()
+            for task in self.tasks:
+                task.cancel()
             loop.remove_reader(fd)
         finally:
             try:
                 if rules:
-                    rules.remove()
+                    rules.release()
             finally:
-                # Nothing new reaches the queue now; decide what is still in it, then let go.
+                # Decide what is still queued, then let go: from now on the kernel decides as
+                # queue.on_stop says (its rule passes or drops what nobody listens for).
                 self._on_readable()
                 self.queue.unbind()
+                observers.close()
         return 1 if self.error else 0
 
 
+def _log_handler() -> logging.Handler:
+    """Log lines on stderr; with priority prefixes instead of "fwd: LEVEL" when stderr is the
+    journal (which adds the name and time itself)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(sdnotify.JournalFormatter("%(message)s") if sdnotify.journal_stderr()
+                         else logging.Formatter("fwd: %(levelname)s %(message)s"))
+    return handler
+
+
 def main(args: argparse.Namespace) -> int:
+    notifier = sdnotify.Notifier()
     try:
-        cfg = config.load(args.config)
-        eng = engine.create_engine(cfg)
-        rule_names = engine.configure(eng, cfg)
+        cfg, eng, rule_names = checkconfig.build(args.config)
     except config.ConfigError as err:
-        print(f"fwd: config error: {err}", file=sys.stderr)
-        return config.EXIT_CONFIG
-    logging.basicConfig(stream=sys.stderr, level=cfg.log.level.upper(),
-                        format="fwd: %(levelname)s %(message)s")
+        return checkconfig.report(err)
+    logging.basicConfig(level=cfg.log.level.upper(), handlers=[_log_handler()])
     verdict_log = open(args.verdict_log, "a", encoding="ascii") if args.verdict_log else None
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(Daemon(cfg, eng, rule_names, verdict_log).run())
+            return runner.run(Daemon(cfg, eng, rule_names, verdict_log, notifier).run())
     except (OSError, RulesError) as err:
         log.error("%s", err)
         return 1
     finally:
+        notifier.close()
         if verdict_log:
             verdict_log.close()

@@ -20,7 +20,7 @@ def create_engine(cfg: Config) -> _core.Engine:
     gives it the policy."""
     ct = cfg.conntrack
     return _core.Engine(shards=ct.shards, buckets=ct.buckets, max_entries=ct.max_entries,
-                        timeouts=dict(ct.timeouts))
+                        expect_max=ct.expect_max, timeouts=dict(ct.timeouts))
 
 
 def compile_rule(rule: RuleConfig, key: str,
@@ -55,11 +55,13 @@ def configure(engine: _core.Engine, cfg: Config,
     rules = [compile_rule(rule, f"policy.rule[{i}]", resolve_ifindex)
              for i, rule in enumerate(policy.rules)]
     default_mark = -1 if policy.default_mark is None else policy.default_mark
+    names = [rule.name for rule in policy.rules]
+    helpers = [h.engine_tuple() for h in cfg.helpers.loaded if h.enabled]
     try:
-        engine.set_policy(rules, _VERDICTS[policy.default], default_mark)
+        engine.set_policy(rules, _VERDICTS[policy.default], default_mark, names, helpers)
     except ValueError as e:  # the engine checks too; it changes nothing when it refuses
         raise ConfigError("policy", f"refused by the engine: {e}") from None
-    return [rule.name for rule in policy.rules]
+    return names
 
 
 def _prefix(network) -> tuple[bytes | None, int]:

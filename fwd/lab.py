@@ -44,7 +44,7 @@ LAB_CONFIG = f"""\
 [queue]
 num = {QUEUE_NUM}
 install_rules = true
-bypass = false  # nothing passes the lab firewall unexamined
+on_stop = "drop"  # nothing passes the lab firewall unexamined, even after fwd stops
 hooks = ["FORWARD"]
 chain = "{CHAIN}"
 
@@ -275,10 +275,12 @@ class LabRun:
     outcomes: list[str]  # what each step's probe reported, in STEPS order
     daemon_status: int   # fwd run's exit status
     capture_stats: str   # tcpdump's closing counts ("" without a capture)
+    table: subprocess.CompletedProcess  # `fwd ctl conntrack list` after the last step
 
 
-def run_lab(cfg_path: str, verdict_log: str, daemon_log: str, capture: str | None) -> LabRun:
-    """Set up, run every step, tear down."""
+def run_lab(cfg_path: str, verdict_log: str, daemon_log: str, capture: str | None,
+            control_socket: str) -> LabRun:
+    """Set up, run every step, read the daemon's connection table, tear down."""
     lab = Lab()
     try:
         with open(daemon_log, "w") as log:
@@ -296,12 +298,14 @@ def run_lab(cfg_path: str, verdict_log: str, daemon_log: str, capture: str | Non
                                signal.SIGTERM, stdout=subprocess.PIPE)
             _wait_output(server, server.stdout, b"ready", f"echo server in {role}")
         outcomes = [_probe(lab, step) for step in STEPS]
+        table = lab.run("fw", [sys.executable, "-m", "fwd", "ctl", "--socket", control_socket,
+                               "conntrack", "list"])
     finally:
         lab.close()
     # What tcpdump says on exit: packets captured, received by filter, dropped by kernel.
     capture_stats = tcpdump.stderr.read().decode(errors="replace").split("\n") if capture else []
     return LabRun(outcomes, lab.returncodes["fwd run"],
-                  ", ".join(line for line in capture_stats if line.strip()))
+                  ", ".join(line for line in capture_stats if line.strip()), table)
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -360,14 +364,16 @@ def _print_entries(entries: list[dict]) -> None:
 def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="fwd-lab-") as tmp:
         cfg_path = args.write_config or os.path.join(tmp, "fwd-lab.toml")
+        control_socket = os.path.join(tmp, "fwd.sock")  # for `fwd ctl`
         with open(cfg_path, "w") as f:
-            f.write(LAB_CONFIG)
+            f.write(f'{LAB_CONFIG}\n[control]\nsocket = "{control_socket}"\n')
         verdict_log = os.path.abspath(args.verdict_log or os.path.join(tmp, "verdicts.jsonl"))
         open(verdict_log, "w").close()  # the daemon appends: start empty
         daemon_log = os.path.join(tmp, "fwd-run.log")
         capture = args.capture and os.path.abspath(args.capture)
         try:
-            run = run_lab(os.path.abspath(cfg_path), verdict_log, daemon_log, capture)
+            run = run_lab(os.path.abspath(cfg_path), verdict_log, daemon_log, capture,
+                          control_socket)
         except LabError as err:
             print(f"fwd lab: {err}", file=sys.stderr)
             return 1
@@ -375,6 +381,11 @@ def main(args: argparse.Namespace) -> int:
             print("fwd lab: interrupted; everything started was stopped", file=sys.stderr)
             return 130
         ok = report(run.outcomes, _read_text(verdict_log).splitlines())
+        print("\nfwd's connection table after the last step (fwd ctl conntrack list):")
+        print(run.table.stdout + run.table.stderr, end="")
+        if run.table.returncode != 0:
+            ok = False
+            print(f"[FAIL] fwd ctl exited with status {run.table.returncode}")
         if run.daemon_status != 0:
             ok = False
             print(f"[FAIL] fwd run exited with status {run.daemon_status}:\n"

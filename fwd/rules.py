@@ -2,9 +2,17 @@
 
 For iptables and ip6tables alike, in the filter table: a chain `queue.chain` holding
 `-j NFQUEUE --queue-num N [--queue-bypass]`, and a jump to it at the top of every hook in
-`queue.hooks`.  Each step that succeeds records its undo, so `remove()` takes away exactly what
-`install()` added, also after `install()` failed half way.  The commands act on the network
-namespace fwd runs in.
+`queue.hooks`.  Every change is one iptables-restore transaction per tool, so packets meet the
+old rules or the new ones, never a half-built chain:
+
+- install() creates the chain, or takes over one an earlier fwd left (it was killed, or stopped
+  with on_stop = "drop"): the chain's rules and all its hooks are replaced in the same
+  transaction, so traffic the old chain blocked is not let through unfiltered in between.
+- release(), at a clean stop or after a failed start, leaves traffic as queue.on_stop says:
+  "bypass" removes the chain and its hooks; "drop" keeps them, and with nobody listening on the
+  queue (and no --queue-bypass) the kernel drops what they send there.
+
+The commands act on the network namespace fwd runs in.
 """
 
 from __future__ import annotations
@@ -23,73 +31,72 @@ class RulesError(Exception):
     """An iptables command failed; str() names the command and its message."""
 
 
-def _xt(tool: str, *args: str, check: bool = True) -> bool:
-    """Run one iptables/ip6tables command (waiting for the xtables lock); True if it succeeded."""
-    argv = [tool, "-w", "-t", "filter", *args]
-    done = subprocess.run(argv, capture_output=True, text=True)
-    if check and done.returncode != 0:
+def _run(argv: list[str], stdin: str | None = None) -> str:
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
         raise RulesError(f"{' '.join(argv)}: {done.stderr.strip()}")
-    return done.returncode == 0
+    return done.stdout
+
+
+def _chain_state(tool: str, chain: str) -> tuple[bool, list[str]]:
+    """Whether `chain` exists in tool's filter table, and the built-in hooks that jump to it
+    (a hook once per jump)."""
+    lines = _run([tool, "-w", "-t", "filter", "-S"]).splitlines()
+    jumps = [hook for hook in HOOKS for line in lines if line == f"-A {hook} -j {chain}"]
+    return f"-N {chain}" in lines, jumps
+
+
+def _commit(tool: str, commands: list[str]) -> None:
+    """Apply `commands` (iptables-save syntax) to tool's filter table, all or nothing."""
+    _run([f"{tool}-restore", "-w", "--noflush"],
+         stdin="\n".join(["*filter", *commands, "COMMIT", ""]))
 
 
 class QueueRules:
-    """Install/remove the queue chain and its hooks; use as a context manager."""
+    """Install the queue chain and its hooks; release them at stop as queue.on_stop says."""
 
     def __init__(self, queue: QueueConfig) -> None:
         self.queue = queue
-        self._undo: list[tuple[str, ...]] = []  # commands that reverse what was added, in order
+        self.installed: list[str] = []  # tools whose chain this process installed
 
-    def _target(self) -> list[str]:
-        target = ["-j", "NFQUEUE", "--queue-num", str(self.queue.num)]
-        return target + ["--queue-bypass"] if self.queue.bypass else target
-
-    def _remove_stale(self, tool: str) -> None:
-        """A chain of our name left by an earlier run (e.g. killed): unhook it from every hook
-        (that run may have had other hooks), flush and delete it."""
-        chain = self.queue.chain
-        if not _xt(tool, "-n", "-L", chain, check=False):
-            return
-        log.warning("%s: removing stale chain %s", tool, chain)
-        for hook in HOOKS:
-            while _xt(tool, "-D", hook, "-j", chain, check=False):
-                pass
-        _xt(tool, "-F", chain)
-        _xt(tool, "-X", chain)
+    def _target(self) -> str:
+        bypass = " --queue-bypass" if self.queue.on_stop == "bypass" else ""
+        return f"-j NFQUEUE --queue-num {self.queue.num}{bypass}"
 
     def install(self) -> None:
         chain = self.queue.chain
-        try:
-            for tool in TOOLS:
-                self._remove_stale(tool)
-                _xt(tool, "-N", chain)
-                self._undo.append((tool, "-X", chain))
-                _xt(tool, "-A", chain, *self._target())
-                self._undo.append((tool, "-F", chain))
-                for hook in self.queue.hooks:
-                    _xt(tool, "-I", hook, "1", "-j", chain)
-                    self._undo.append((tool, "-D", hook, "-j", chain))
-        except BaseException:
-            self.remove()
-            raise
-        log.info("queue rules installed: chain %s, hooks %s, queue %d%s", chain,
-                 ",".join(self.queue.hooks), self.queue.num,
-                 " (bypass)" if self.queue.bypass else "")
+        for tool in TOOLS:
+            exists, jumps = _chain_state(tool, chain)
+            if exists:
+                log.warning("%s: taking over stale chain %s (jumped to from %s)", tool, chain,
+                            ",".join(jumps) or "nowhere")
+            _commit(tool, [
+                f":{chain} - [0:0]",  # creates the chain, or empties the stale one
+                f"-A {chain} {self._target()}",
+                *(f"-D {hook} -j {chain}" for hook in jumps),
+                *(f"-I {hook} 1 -j {chain}" for hook in self.queue.hooks),
+            ])
+            self.installed.append(tool)
+        log.info("queue rules installed: chain %s, hooks %s, queue %d, on_stop %s", chain,
+                 ",".join(self.queue.hooks), self.queue.num, self.queue.on_stop)
 
-    def remove(self) -> None:
-        """Undo what install() added, newest first; keep going past failures, then report them."""
+    def release(self) -> None:
+        """Leave traffic as queue.on_stop says for when fwd is not running.  "bypass": remove
+        the chain and every jump to it, keep going past a failure, then report it."""
+        tools, self.installed = self.installed, []
+        chain = self.queue.chain
+        if self.queue.on_stop == "drop":
+            if tools:
+                log.info("leaving chain %s in place: queued traffic is dropped until fwd is "
+                         "back (on_stop = drop)", chain)
+            return
         errors = []
-        while self._undo:
-            tool, *args = self._undo.pop()
+        for tool in reversed(tools):
             try:
-                _xt(tool, *args)
+                _exists, jumps = _chain_state(tool, chain)
+                _commit(tool, [*(f"-D {hook} -j {chain}" for hook in jumps),
+                               f":{chain} - [0:0]", f"-X {chain}"])
             except RulesError as err:
                 errors.append(str(err))
         if errors:
             raise RulesError("; ".join(errors))
-
-    def __enter__(self) -> "QueueRules":
-        self.install()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.remove()

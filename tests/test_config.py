@@ -60,7 +60,8 @@ BAD = [
     ("[queue]\nnum = 65536", "queue.num", "integer 0..65535, got 65536"),
     ("[queue]\nnum = -1", "queue.num", "integer 0..65535"),
     ("[queue]\ninstall_rules = 1", "queue.install_rules", "must be true or false, got 1"),
-    ("[queue]\nbypass = 'yes'", "queue.bypass", "true or false"),
+    ("[queue]\non_stop = 'pass'", "queue.on_stop", 'must be one of "bypass", "drop", got "pass"'),
+    ("[queue]\non_stop = false", "queue.on_stop", "one of"),
     ("[queue]\nhooks = 'FORWARD'", "queue.hooks",
      'non-empty list of "INPUT", "FORWARD", "OUTPUT", got "FORWARD"'),
     ("[queue]\nhooks = []", "queue.hooks", "non-empty list"),
@@ -90,6 +91,7 @@ BAD = [
      "unknown key; allowed: name, ct_state"),
     (rule("verdict = 'drop'\nname = ''"), "policy.rule[0].name", "non-empty string"),
     (rule("verdict = 'drop'\nname = 5"), "policy.rule[0].name", "non-empty string, got 5"),
+    (rule("verdict = 'drop'\nname = 'a\"b'"), "policy.rule[0].name", "must not contain quotes"),
     (rule("verdict = 'drop'\nname = 'a'", rule("verdict = 'drop'\nname = 'a'")),
      "policy.rule[1].name", '"a" is already the name of policy.rule[0]'),
     (rule("verdict = 'drop'", rule("verdict = 'drop'\nname = 'rule[1]'")),
@@ -162,7 +164,7 @@ def test_defaults():
     assert cfg.conntrack == config.ConntrackConfig(
         shards=1024, buckets=65536, max_entries=262144, gc_interval=1.0, timeouts={})
     assert cfg.queue == config.QueueConfig(
-        num=0, install_rules=False, bypass=True, hooks=("FORWARD",), chain="FWD")
+        num=0, install_rules=False, on_stop="bypass", hooks=("FORWARD",), chain="FWD")
     assert cfg.policy == config.PolicyConfig(default="drop", default_mark=None, rules=())
     assert cfg.log.level == "info"
     # A partly filled section keeps the defaults of the keys it leaves out.
@@ -237,7 +239,7 @@ def test_config_is_immutable():
 def test_shipped_config_loads():
     cfg = config.load(SHIPPED)
     assert cfg.path == str(SHIPPED)
-    assert cfg.queue == config.QueueConfig(install_rules=True, hooks=("FORWARD",), bypass=True)
+    assert cfg.queue == config.QueueConfig(install_rules=True, hooks=("FORWARD",), on_stop="bypass")
     assert cfg.policy.default == "drop"
     names = [r.name for r in cfg.policy.rules]
     assert names == ["established", "invalid", "from-inside", "ping", "ping6"]
@@ -246,7 +248,7 @@ def test_shipped_config_loads():
 
 def test_shipped_config_documents_every_key():
     text = SHIPPED.read_text()
-    keys = ["shards", "buckets", "max_entries", "gc_interval", "num", "install_rules", "bypass",
+    keys = ["shards", "buckets", "max_entries", "gc_interval", "num", "install_rules", "on_stop",
             "hooks", "chain", "default", "default_mark", "level", *config.TIMEOUT_KEYS,
             *(f.name for f in dataclasses.fields(config.RuleConfig))]
     for key in keys:

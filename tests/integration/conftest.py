@@ -50,15 +50,19 @@ verdict = "accept"
 """
 
 
-def fwd_config(policy: str = POLICY, **conntrack) -> str:
-    """A config file's text: fwd installs its own rules (no bypass: a packet passes only with
-    fwd's accept), the given policy, small table sizes unless `conntrack` overrides them."""
+def fwd_config(policy: str = POLICY, on_stop: str = "bypass", metrics_listen: str = "",
+               **conntrack) -> str:
+    """A config file's text: fwd installs its own rules (a packet passes only with fwd's accept
+    while it runs; `on_stop` says what happens when it does not), the given policy, small table
+    sizes unless `conntrack` overrides them, the metrics exporter on `metrics_listen` (off by
+    default: daemons of one test share a namespace)."""
     ct = {"shards": 16, "buckets": 1024, "gc_interval": 0.5, **conntrack}
     return "\n".join([
-        "[queue]", f"num = {QUEUE_NUM}", "install_rules = true", "bypass = false",
+        "[queue]", f"num = {QUEUE_NUM}", "install_rules = true", f'on_stop = "{on_stop}"',
         'hooks = ["FORWARD"]', f'chain = "{CHAIN}"',
         "[conntrack]", *(f"{k} = {json.dumps(v)}" for k, v in ct.items()),
         "[log]", 'level = "info"',
+        "[metrics]", f'listen = "{metrics_listen}"',
         policy,
     ])
 
@@ -99,21 +103,33 @@ class Addrs:
 
 
 class Fwd:
-    """`fwd run` in the fw namespace, its stderr and verdict log in `workdir`."""
+    """`fwd run` in the fw namespace, its stderr and verdict log in `workdir`; `env` is added
+    to its environment, `wrap` is a command prefix that execs it (e.g. setpriv); `helpers`
+    ({name: TOML text}) become helpers.d/<name>.toml next to the config."""
 
-    def __init__(self, topo: Topology, workdir: Path, config_text: str) -> None:
+    def __init__(self, topo: Topology, workdir: Path, config_text: str,
+                 env: dict[str, str] | None = None, wrap: tuple[str, ...] = (),
+                 helpers: dict[str, str] | None = None) -> None:
         workdir.mkdir()
+        for name, text in (helpers or {}).items():
+            (workdir / "helpers.d").mkdir(exist_ok=True)
+            (workdir / "helpers.d" / f"{name}.toml").write_text(text)
         self.config = workdir / "fwd.toml"
-        self.config.write_text(config_text)
+        self.socket = workdir / "fwd.sock"  # control socket for `fwd ctl`, the test's own
+        self.write_config(config_text)
         self.verdict_log = workdir / "verdicts.jsonl"
         self.stderr_path = workdir / "fwd.stderr"
         with open(self.stderr_path, "w") as err:
-            # `ip netns exec` execs the command, so this PID is fwd's own.
+            # `ip netns exec` (and `wrap`) exec the command, so this PID is fwd's own.
             self.proc = topo.popen(topo.fw, [
-                sys.executable, "-m", "fwd", "run", "--config", str(self.config),
+                *wrap, sys.executable, "-m", "fwd", "run", "--config", str(self.config),
                 "--verdict-log", str(self.verdict_log)], cwd=REPO, stdin=subprocess.DEVNULL,
-                stdout=err, stderr=err)
+                stdout=err, stderr=err, env={**os.environ, **(env or {})})
         self.stopped = False
+
+    def write_config(self, config_text: str) -> None:
+        """(Re)write fwd's config file: `config_text` with the test's own control socket."""
+        self.config.write_text(f'{config_text}\n[control]\nsocket = "{self.socket}"\n')
 
     def stderr(self) -> str:
         return self.stderr_path.read_text()
@@ -209,13 +225,18 @@ def topo():
 
 @pytest.fixture
 def start_fwd(topo, tmp_path):
-    """start_fwd(policy=POLICY, ready=True, **conntrack) -> a Fwd running fwd_config(policy,
-    **conntrack), waited for until ready unless `ready` is false; checked and stopped at
-    teardown."""
+    """start_fwd(policy=POLICY, ready=True, on_stop="bypass", env=None, wrap=(),
+    metrics_listen="", helpers=None, **conntrack) -> a Fwd running fwd_config(policy, on_stop,
+    metrics_listen, **conntrack) with `env`, `wrap` and `helpers`, waited for until ready unless
+    `ready` is false; checked and stopped at teardown."""
     started: list[Fwd] = []
 
-    def start(policy: str = POLICY, ready: bool = True, **conntrack) -> Fwd:
-        daemon = Fwd(topo, tmp_path / f"fwd{len(started)}", fwd_config(policy, **conntrack))
+    def start(policy: str = POLICY, ready: bool = True, on_stop: str = "bypass",
+              env: dict[str, str] | None = None, wrap: tuple[str, ...] = (),
+              metrics_listen: str = "", helpers: dict[str, str] | None = None,
+              **conntrack) -> Fwd:
+        daemon = Fwd(topo, tmp_path / f"fwd{len(started)}",
+                     fwd_config(policy, on_stop, metrics_listen, **conntrack), env, wrap, helpers)
         started.append(daemon)
         if ready:
             daemon.wait_ready()

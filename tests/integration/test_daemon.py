@@ -15,7 +15,7 @@ from fwd.netns import SERVER4
 TOOLS = ("iptables", "ip6tables")
 CHAIN, QUEUE_NUM = "FWD", 3  # as in conftest.fwd_config
 JUMP = f"-A FORWARD -j {CHAIN}"
-QUEUE_RULE = f"-A {CHAIN} -j NFQUEUE --queue-num {QUEUE_NUM}"
+QUEUE_RULE = f"-A {CHAIN} -j NFQUEUE --queue-num {QUEUE_NUM} --queue-bypass"  # on_stop "bypass"
 
 
 def rules(topo, tool: str, chain: str) -> list[str] | None:
@@ -58,7 +58,7 @@ def test_stale_chain_is_replaced_and_removed(start_fwd, topo):
     for tool in TOOLS:
         assert rules(topo, tool, "FORWARD") == [JUMP]
         assert rules(topo, tool, CHAIN) == [QUEUE_RULE]
-    assert "removing stale chain" in fwd.stderr()
+    assert "taking over stale chain" in fwd.stderr()
 
     assert fwd.stop() == 0, fwd.stderr()
     for tool in TOOLS:

@@ -1,0 +1,217 @@
+"""Prometheus metrics: one snapshot of the C core per scrape, served over HTTP.
+
+`snapshot()` reads everything at once: the engine's counters (Engine.stats), its table by protocol
+and state (Engine.by_state, one walk of the table), the daemon's per-queue counters and the
+kernel's view of the queue (/proc/net/netfilter/nfnetlink_queue).  `Collector` turns one snapshot
+into metric families on every scrape; nothing is counted per packet in Python.  The same snapshot
+is what `fwd ctl stats` shows.  `Exporter` serves the metrics from a thread of its own
+(prometheus_client's HTTP server), so a scrape never blocks the packet loop; the table walk runs
+in C with the GIL released.
+
+Conventions: `fwd_` prefix, `_total` counters, seconds, the lock class as label `class`, low
+cardinality (labels: lock class, protocol/state, policy rule, queue number).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily, Metric)
+from prometheus_client.utils import floatToGoString
+
+from fwd import __version__, _core
+from fwd.config import PolicyConfig
+
+# /proc/net/netfilter/nfnetlink_queue, through self/ (/proc/net is a link to it, hidden where
+# procfs is mounted with subset=pid, as systemd's ProcSubset=pid does).
+NFQUEUE_PROC = "/proc/self/net/netfilter/nfnetlink_queue"
+# Columns of NFQUEUE_PROC (one line per bound queue of this network namespace), as the kernel's
+# nfnetlink_queue seq_show writes them.
+NFQUEUE_FIELDS = ("queue", "portid", "queue_total", "copy_mode", "copy_range", "queue_dropped",
+                  "user_dropped", "id_sequence")
+DEFAULT_RULE = "(default)"  # the `rule` label of packets no policy rule matched
+
+# Engine.stats()["ct"] counters exported one metric each: name -> help.
+CT_COUNTERS = {
+    "found": "Packets that matched an existing connection",
+    "new": "Packets that would start a new connection",
+    "insert": "Connections inserted into the table",
+    "insert_failed": "Connections that could not be inserted (table full, nothing to evict)",
+    "drop": "Packets dropped because their connection could not be created",
+    "related": "ICMP/ICMPv6 errors that quote a tracked connection",
+    "untracked": "Packets that are never tracked (IPv6 neighbour discovery, router messages)",
+}
+# Engine.stats() top-level counters: name -> help.
+TABLE_COUNTERS = {
+    "early_drop": "Unassured connections evicted to make room for a new one in a full table",
+    "delete": "Connections removed from the table, for any reason (expiry, eviction, a SYN "
+              "reopening a closed one, fwd ctl delete/flush)",
+    "gc_removed": "Expired connections the garbage collector removed (counted in delete too)",
+}
+INVALID_REASONS = ("truncated", "malformed", "fragment", "state")
+
+
+def read_nfqueue(path: str = NFQUEUE_PROC) -> dict[int, dict[str, int]]:
+    """The kernel's counters of every queue bound in this network namespace: {queue: {field:
+    value}} with the fields of NFQUEUE_FIELDS; {} when the file is absent (module not loaded)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return {}
+    queues = {}
+    for line in lines:
+        values = dict(zip(NFQUEUE_FIELDS, map(int, line.split())))
+        queues[values["queue"]] = values
+    return queues
+
+
+def snapshot(engine: _core.Engine, policy: PolicyConfig | None = None,
+             queues: Mapping[int, Mapping[str, int]] | None = None) -> dict[str, Any]:
+    """Everything exported, read once, as plain JSON-able data.  `policy` names the rules whose
+    hits Engine.stats() counts (None: no per-rule verdicts); `queues` holds the daemon's own
+    counters per queue number ({"packets": n, "batches": n})."""
+    stats = engine.stats()
+    connections = engine.by_state()
+    rules = None
+    if policy is not None:
+        named = [(r.name, r.verdict) for r in policy.rules] + [(DEFAULT_RULE, policy.default)]
+        # A reload between reading the policy and the counters changes their number: leave the
+        # rules out of this one snapshot rather than mislabel them.
+        if len(named) == len(stats["rule_hits"]):
+            rules = [{"rule": name, "verdict": verdict, "hits": hits}
+                     for (name, verdict), hits in zip(named, stats["rule_hits"])]
+    kernel = read_nfqueue() if queues else {}
+    return {
+        "version": __version__,
+        "stats": stats,
+        "connections": connections,
+        "rules": rules,
+        "queues": [{"queue": num, **counters, "kernel": kernel.get(num)}
+                   for num, counters in sorted((queues or {}).items())],
+    }
+
+
+class Collector:
+    """A prometheus_client collector: every collect() takes one snapshot from `source`."""
+
+    def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.source()
+        stats = snap["stats"]
+        info = GaugeMetricFamily("fwd_build_info", "fwd version (always 1)", labels=["version"])
+        info.add_metric([snap["version"]], 1)
+        yield info
+        yield from _lock_metrics(stats["locks"], stats["wait_hist_bounds_ns"])
+        yield from _table_metrics(stats, snap["connections"])
+        if snap["rules"] is not None:
+            yield _family(CounterMetricFamily, "fwd_verdicts",
+                          "Packets decided, by the policy rule that matched (since the policy "
+                          "was last loaded)", ["rule", "verdict"],
+                          [([r["rule"], r["verdict"]], r["hits"]) for r in snap["rules"]])
+        yield from _queue_metrics(snap["queues"])
+
+
+def _family(cls, name: str, doc: str, labels: list[str], values: list[tuple[list[str], float]]):
+    family = cls(name, doc, labels=labels)
+    for label_values, value in values:
+        family.add_metric(label_values, value)
+    return family
+
+
+def _lock_metrics(locks: dict[str, dict], bounds_ns: list[int]) -> Iterator[Metric]:
+    def per_class(key: str, scale: float = 1.0) -> list[tuple[list[str], float]]:
+        return [([cls], s[key] * scale) for cls, s in locks.items()]
+
+    yield _family(GaugeMetricFamily, "fwd_locks", "Locks in the class", ["class"],
+                  per_class("count"))
+    yield _family(CounterMetricFamily, "fwd_lock_acquisitions", "Lock acquisitions", ["class"],
+                  per_class("acquisitions"))
+    yield _family(CounterMetricFamily, "fwd_lock_contended",
+                  "Lock acquisitions that found the lock held and had to wait", ["class"],
+                  per_class("contended"))
+    yield _family(CounterMetricFamily, "fwd_lock_hold_seconds", "Time locks were held",
+                  ["class"], per_class("hold_ns", 1e-9))
+    wait = HistogramMetricFamily(
+        "fwd_lock_wait_seconds", "Time a contended acquisition waited for its lock "
+        "(uncontended acquisitions do not wait and are not observed)", labels=["class"])
+    bounds = [floatToGoString(b * 1e-9) for b in bounds_ns] + ["+Inf"]
+    for cls, s in locks.items():
+        cumulative, buckets = 0, []
+        for le, n in zip(bounds, s["wait_hist"], strict=True):
+            cumulative += n
+            buckets.append((le, cumulative))
+        wait.add_metric([cls], buckets, s["wait_ns"] * 1e-9)
+    yield wait
+
+
+def _table_metrics(stats: dict[str, Any], by_state: dict[str, dict[str, int]]
+                   ) -> Iterator[Metric]:
+    gauges = {
+        "fwd_conntrack_entries": ("Connections in the table", stats["entries"]),
+        "fwd_conntrack_max_entries": ("Table capacity (beyond it: early drop, then refusal)",
+                                      stats["max_entries"]),
+        "fwd_conntrack_buckets": ("Hash buckets", stats["buckets"]),
+        "fwd_conntrack_shards": ("Lock shards of the table", stats["shards"]),
+        "fwd_conntrack_shard_entries_max": ("Connections in the fullest shard",
+                                            stats["max_shard_entries"]),
+        "fwd_conntrack_shard_entries_mean": ("Mean connections per shard",
+                                             stats["entries"] / stats["shards"]),
+    }
+    for name, (doc, value) in gauges.items():
+        yield GaugeMetricFamily(name, doc, value=value)
+    yield _family(GaugeMetricFamily, "fwd_conntrack_connections",
+                  "Connections in the table by protocol and state (TCP: its state; others: "
+                  "UNREPLIED or REPLIED)", ["proto", "state"],
+                  [([proto, state], n) for proto, states in by_state.items()
+                   for state, n in states.items()])
+    ct = stats["ct"]
+    for key, doc in CT_COUNTERS.items():
+        yield CounterMetricFamily(f"fwd_conntrack_{key}", doc, value=ct[key])
+    yield _family(CounterMetricFamily, "fwd_conntrack_invalid",
+                  "Packets in state invalid, by reason (state: out of state or not trackable)",
+                  ["reason"], [([r], ct[f"invalid_{r}"]) for r in INVALID_REASONS])
+    for key, doc in TABLE_COUNTERS.items():
+        yield CounterMetricFamily(f"fwd_conntrack_{key}", doc, value=stats[key])
+
+
+def _queue_metrics(queues: list[dict[str, Any]]) -> Iterator[Metric]:
+    def per_queue(value: Callable[[dict], int | None]) -> list[tuple[list[str], float]]:
+        return [([str(q["queue"])], v) for q in queues if (v := value(q)) is not None]
+
+    def kernel(field: str) -> Callable[[dict], int | None]:
+        return lambda q: q["kernel"] and q["kernel"][field]
+
+    yield _family(CounterMetricFamily, "fwd_queue_packets", "Packets read from the queue",
+                  ["queue"], per_queue(lambda q: q["packets"]))
+    yield _family(CounterMetricFamily, "fwd_queue_batches",
+                  "Batches decided (one engine call each)", ["queue"],
+                  per_queue(lambda q: q["batches"]))
+    yield _family(GaugeMetricFamily, "fwd_queue_length",
+                  "Packets waiting in the kernel queue for a verdict", ["queue"],
+                  per_queue(kernel("queue_total")))
+    yield _family(CounterMetricFamily, "fwd_queue_kernel_drops",
+                  "Packets the kernel dropped because the queue was full", ["queue"],
+                  per_queue(kernel("queue_dropped")))
+    yield _family(CounterMetricFamily, "fwd_queue_user_drops",
+                  "Packets the kernel could not deliver to fwd (netlink socket buffer full)",
+                  ["queue"], per_queue(kernel("user_dropped")))
+
+
+class Exporter:
+    """The metrics HTTP server on `listen` ("host:port"), in a daemon thread; close() stops it."""
+
+    def __init__(self, host: str, port: int, source: Callable[[], dict[str, Any]]) -> None:
+        registry = CollectorRegistry()
+        registry.register(Collector(source))
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, memory, open fds
+        self.server, self.thread = start_http_server(port, host, registry=registry)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()

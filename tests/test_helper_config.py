@@ -1,0 +1,97 @@
+"""etc/helpers.d: helper files attach helpers; errors name helpers.<name>.<key>."""
+
+import os
+
+import pytest
+
+from fwd import _core, config, engine, helper_config
+from fwd.config import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write(tmp_path, main="", **helpers):
+    (tmp_path / "fwd.toml").write_text(main)
+    d = tmp_path / "helpers.d"
+    d.mkdir(exist_ok=True)
+    for name, text in helpers.items():
+        (d / f"{name}.toml").write_text(text)
+    return tmp_path / "fwd.toml"
+
+
+def test_shipped_sip_file_loads_with_the_kernel_defaults():
+    cfg = config.load(os.path.join(ROOT, "etc", "fwd.toml"))
+    (sip,) = cfg.helpers.loaded
+    assert (sip.name, sip.enabled, sip.ports, sip.transports) == ("sip", True, ((5060, 5060),),
+                                                                  ("udp", "tcp"))
+    assert dict(sip.policy) == {"signalling": (1, 180), "audio": (4, 180), "video": (4, 180),
+                                "image": (2, 180)}
+    assert dict(sip.knobs) == {"sip_timeout": 3600, "direct_media": True,
+                               "direct_signalling": True}
+
+
+def test_no_file_no_helper(tmp_path):
+    cfg = config.load(write(tmp_path))
+    assert cfg.helpers.loaded == ()
+    e = engine.create_engine(cfg)
+    engine.configure(e, cfg)
+    assert e.stats()["helpers"] == []
+
+
+def test_helper_settings_reach_the_engine(tmp_path):
+    path = write(tmp_path, sip='ports = ["5070-5071"]\ntransports = ["udp"]\n'
+                               "direct_media = false\n[policy.audio]\nmax_expected = 2\n")
+    cfg = config.load(path)
+    (sip,) = cfg.helpers.loaded
+    name, on_error, classes, knobs, bindings = sip.engine_tuple()
+    assert (name, on_error, bindings) == ("sip", 0, [(17, 5070, 5071)])
+    assert classes == [(1, 180), (2, 180), (4, 180), (2, 180)]
+    assert knobs == [3600 * 10**9, 0, 1]
+    e = engine.create_engine(cfg)
+    engine.configure(e, cfg)
+    assert [h["name"] for h in e.stats()["helpers"]] == ["sip"]
+
+
+def test_disabled_helper_attaches_nothing(tmp_path):
+    cfg = config.load(write(tmp_path, sip="enabled = false\n"))
+    e = engine.create_engine(cfg)
+    engine.configure(e, cfg)
+    assert e.stats()["helpers"] == []
+
+
+@pytest.mark.parametrize("text,key,message", [
+    ("direct_media = 1\n", "helpers.sip.direct_media", "true or false"),
+    ("ports = []\n", "helpers.sip.ports", "non-empty list"),
+    ("ports = [70000]\n", "helpers.sip.ports[0]", "port 0..65535"),
+    ("transports = ['sctp']\n", "helpers.sip.transports[0]", "sctp"),
+    ("on_error = 'maybe'\n", "helpers.sip.on_error", "maybe"),
+    ("[policy.audio]\nmax_expected = -1\n", "helpers.sip.policy.audio.max_expected", "-1"),
+    ("[policy.fax]\nmax_expected = 1\n", "helpers.sip.policy.fax", "unknown expectation class"),
+    ("bogus = 1\n", "helpers.sip.bogus", "unknown key"),
+    ("sip_timeout = 0\n", "helpers.sip.sip_timeout", ""),
+    ("x = \n", "helpers.sip", "not valid TOML"),
+])
+def test_bad_helper_file_names_the_key(tmp_path, text, key, message):
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, sip=text))
+    assert err.value.key == key
+    assert message in err.value.message and "sip.toml" in err.value.message
+
+
+def test_unknown_helper_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, h999="enabled = true\n"))
+    assert err.value.key == "helpers.h999" and "sip" in err.value.message
+
+
+def test_explicit_missing_dir_is_an_error(tmp_path):
+    path = tmp_path / "fwd.toml"
+    path.write_text('[helpers]\ndir = "nowhere"\n')
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert err.value.key == "helpers.dir"
+
+
+def test_helpers_are_found_in_the_source_tree():
+    assert "sip" in helper_config.available()
+    assert helper_config.load("sip").CLASSES == ("signalling", "audio", "video", "image")
