@@ -313,8 +313,18 @@ static void *worker_main(void *arg)
 			__atomic_store_n(&w->error, errno, __ATOMIC_RELEASE);
 			break;
 		}
-		if (pfd[1].revents)
+		if (pfd[1].revents) {
+			/* Stopping: decide what is already in the socket (bounded by the queue length)
+			 * so that unbinding does not drop it. */
+			uint64_t left = w->cfg.max_len;
+
+			while (left && (count = recvmmsg(fd, io->msgs, w->cfg.batch, MSG_DONTWAIT,
+							 NULL)) > 0) {
+				handle(w, io, (unsigned)count);
+				left = (unsigned)count < left ? left - (unsigned)count : 0;
+			}
 			break;
+		}
 		count = recvmmsg(fd, io->msgs, w->cfg.batch, MSG_DONTWAIT, NULL);
 		if (count < 0) {
 			if (errno == ENOBUFS) /* the kernel dropped messages: the socket overflowed */

@@ -9,6 +9,7 @@ Nothing here touches the engine: fwd.engine turns a Config into engine calls.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import math
@@ -30,6 +31,12 @@ STATE_NAMES = ("new", "established", "related", "invalid", "untracked")  # as _c
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 PORT_PROTOCOLS = (6, 17)  # the only protocols a rule may name ports for
 HOOKS = ("INPUT", "FORWARD", "OUTPUT")
+IO_BACKENDS = ("native", "netfilterqueue")
+MAX_QUEUES = 64           # one worker thread each (the engine has 64 worker slots)
+MAX_QUEUE_LEN = 65536     # the kernel queues at most this many packets whatever is asked
+MIN_COPY_RANGE = 128      # enough for any header chain fwd parses
+NFQ_PY_MAX_COPY = 4016    # python-netfilterqueue's largest copy range
+NFQ_PY_MAX_LEN = 1024     # ... and the queue length its socket buffer is sized for
 VERDICTS = ("accept", "drop")
 # What traffic does while fwd is stopped or dead: passes unfiltered (the NFQUEUE rule has
 # --queue-bypass, a clean stop removes the chain) or is dropped (no bypass, the chain stays).
@@ -75,7 +82,12 @@ class ConntrackConfig:
 
 @dataclass(frozen=True)
 class QueueConfig:
-    num: int = 0                            # NFQUEUE number
+    num: int = 0                            # first NFQUEUE number
+    count: int = 1                          # queues num .. num+count-1 (--queue-balance)
+    io: str = "native"                      # "native" (C workers) | "netfilterqueue"
+    max_len: int = 4096                     # packets the kernel queues for each queue
+    copy_range: int = 65535                 # bytes of each packet copied to fwd
+    fail_open: bool = False                 # full queue: the kernel passes packets unfiltered
     install_rules: bool = False             # the daemon adds (and removes) its iptables rules
     on_stop: str = "bypass"                 # while fwd is not running: "bypass" | "drop"
     hooks: tuple[str, ...] = ("FORWARD",)   # built-in chains that jump to `chain`
@@ -206,13 +218,32 @@ def _timeouts(data: Any, key: str) -> Mapping[str, float]:
 
 
 def _queue(data: Any, key: str) -> QueueConfig:
-    return QueueConfig(**_read(data, key, {
+    q = QueueConfig(**_read(data, key, {
         "num": _integer(0, 65535),
+        "count": _integer(1, MAX_QUEUES),
+        "io": _choice(IO_BACKENDS),
+        "max_len": _integer(1, MAX_QUEUE_LEN),
+        "copy_range": _integer(MIN_COPY_RANGE, 65535),
+        "fail_open": _boolean,
         "install_rules": _boolean,
         "on_stop": _choice(ON_STOP),
         "hooks": _choice_list(HOOKS),
         "chain": _chain,
     }))
+    if q.num + q.count > 65536:
+        raise ConfigError(f"{key}.count", f"queues {q.num}..{q.num + q.count - 1} go past 65535")
+    if q.io == "netfilterqueue":
+        # What python-netfilterqueue 1.1.0 can do: no fail-open flag, at most 4016 bytes a
+        # packet, a socket buffer sized for 1024 packets.
+        limits = {"fail_open": (q.fail_open, False, "cannot be set"),
+                  "copy_range": (q.copy_range, NFQ_PY_MAX_COPY, f"at most {NFQ_PY_MAX_COPY}"),
+                  "max_len": (q.max_len, NFQ_PY_MAX_LEN, f"at most {NFQ_PY_MAX_LEN}")}
+        for name, (value, limit, what) in limits.items():
+            if (value if isinstance(value, bool) else value > limit) and name in data:
+                raise ConfigError(f"{key}.{name}", f'{what} with io = "netfilterqueue"')
+        q = dataclasses.replace(q, copy_range=min(q.copy_range, NFQ_PY_MAX_COPY),
+                                max_len=min(q.max_len, NFQ_PY_MAX_LEN))
+    return q
 
 
 def _log(data: Any, key: str) -> LogConfig:

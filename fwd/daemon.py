@@ -1,21 +1,20 @@
-"""`fwd run`: the firewall daemon on one NFQUEUE queue.
+"""`fwd run`: the firewall daemon.
 
-A uvloop event loop watches the queue's netlink socket.  When it is readable, netfilterqueue's
-non-blocking `run()` drains every queued packet into a batch (the per-packet callback only
-collects), the engine decides the whole batch in one call, and the verdicts go back to the kernel
-(netfilterqueue 1.1.0 accepts a verdict after its callback has returned).  A timer runs the
-conntrack GC.
+Packets come from NFQUEUE queue(s) queue.num .. queue.num + queue.count - 1 through one of two
+backends (queue.io): "native" C worker threads, one per queue, that decide batches without the
+GIL (fwd.io_native, the default), or python-netfilterqueue on the event loop (fwd.io_nfqueue).
+The uvloop event loop runs the control plane: GC timer, signals, metrics, control socket.
 
 Lifecycle, told to systemd over the notify socket (fwd.sdnotify) when there is one:
-- start: bind the queue, install the rules, then READY=1.
+- start: bind the queues, install the rules, then READY=1.
 - while running: STATUS= with a short summary every few seconds, and WATCHDOG=1 with it while
   the packet path is healthy (`_health_problem`).
 - SIGHUP: RELOADING=1, re-read the file and apply it to the running engine through
   engine.configure (the path used at start): the policy swaps between two batches and tracked
   connections stay.  An invalid file, or a changed key that only a restart can apply, leaves the
   running configuration as it was, logged and reported in STATUS=.  Then READY=1.
-- SIGTERM/SIGINT: STOPPING=1, stop reading, release the rules as queue.on_stop says, give
-  verdicts to what is still queued, unbind, exit 0 (1 if the packet path had failed).
+- SIGTERM/SIGINT: STOPPING=1, release the rules as queue.on_stop says, decide what is still
+  queued, unbind, exit 0 (1 if the packet path had failed).
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import select
 import signal
 import sys
 import time
@@ -34,18 +32,15 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 import uvloop
-from netfilterqueue import COPY_PACKET, NetfilterQueue
 
 from fwd import _core, checkconfig, config, control, engine, metrics, sdnotify
+from fwd.io_native import NativeQueues
+from fwd.io_nfqueue import PyQueues
 from fwd.rules import QueueRules, RulesError
 
 log = logging.getLogger("fwd")
 
-# Packets the kernel may hold for us.  netfilterqueue sizes its socket buffer for 1024 packets of
-# the full copy range; a longer queue could overflow the socket and strand packets unverdicted.
-QUEUE_MAX_LEN = 1024
-# Bytes copied per packet: netfilterqueue's maximum; helpers need payloads, not only headers.
-COPY_RANGE = 4016
+BACKENDS = {"native": NativeQueues, "netfilterqueue": PyQueues}
 # Seconds between STATUS= updates (more often when the watchdog wants pings sooner).
 STATUS_INTERVAL = 5.0
 # The kernel's table of bound queues in fwd's network namespace, one line per queue, its number
@@ -85,62 +80,21 @@ class Daemon:
         self.rule_names = rule_names
         self.verdict_log = verdict_log
         self.notifier = notifier
-        self.queue = NetfilterQueue()
-        self.batch: list = []  # (packet, L3 bytes) collected by the callback
+        self.io = BACKENDS[cfg.queue.io](cfg.queue, eng, lambda: self.rule_names, verdict_log,
+                                         self._fail)
         self.stop = asyncio.Event()
         self.error: BaseException | None = None
         self.tasks: list[asyncio.Task] = []  # background tasks; one that ends is a failure
-        self.drains = 0    # times the queue socket was drained: the watchdog's sign of progress
-        self.packets = 0   # packets decided
-        self.batches = 0   # engine calls that decided them
         self.last_reload = "none"  # outcome of the last reload, for STATUS=
-        self._pending_at: int | None = None  # self.drains when the socket was last seen readable
 
-    # --- packet path ------------------------------------------------------------------------
-    def _collect(self, pkt) -> None:
-        """netfilterqueue callback: keep the packet and a copy of its bytes (valid only here)."""
-        self.batch.append((pkt, pkt.get_payload()))
+    def _fail(self, err: BaseException) -> None:
+        """The packet path broke: stop, exit 1."""
+        self.error = err
+        self.stop.set()
 
-    def _on_readable(self) -> None:
-        """Drain the queue socket, decide the batch in one engine call, give the verdicts."""
-        self.drains += 1
-        try:
-            self.queue.run(block=False)
-            if self.batch:
-                self._decide(self.batch)
-        except Exception as err:  # a broken verdict path must not keep running: stop, exit 1
-            log.exception("packet path failed")
-            self.error = err
-            self.stop.set()
-        finally:
-            self.batch = []
-
-    def _decide(self, batch: list) -> None:
-        results = self.engine.process(
-            [(data, pkt.indev, pkt.outdev) for pkt, data in batch], time.monotonic())
-        # strict: a missing result would leave a packet in the kernel without a verdict.
-        for (pkt, _data), (verdict, mark, _state, _rule) in zip(batch, results, strict=True):
-            if mark != -1:
-                pkt.set_mark(mark)
-            if verdict == _core.VERDICT_ACCEPT:
-                pkt.accept()
-            else:
-                pkt.drop()
-        self.packets += len(batch)
-        self.batches += 1
-        if self.verdict_log:
-            self._log_verdicts(batch, results)
-
-    def _log_verdicts(self, batch: list, results: list) -> None:
-        for (_pkt, data), (verdict, _mark, state, rule) in zip(batch, results):
-            line = {
-                "verdict": "accept" if verdict == _core.VERDICT_ACCEPT else "drop",
-                "state": _core.STATE_NAMES[state],
-                "rule": self.rule_names[rule] if rule >= 0 else None,
-                "pkt": data.hex(),
-            }
-            self.verdict_log.write(json.dumps(line) + "\n")
-        self.verdict_log.flush()
+    @property
+    def packets(self) -> int:
+        return sum(c["packets"] for c in self.io.counters().values())
 
     async def _gc(self) -> None:
         while True:
@@ -152,8 +106,7 @@ class Daemon:
     # --- observability: metrics exporter and control socket -------------------------------
     def snapshot(self) -> dict[str, Any]:
         """What the metrics and `fwd ctl stats` show (fwd.metrics.snapshot); any thread."""
-        return metrics.snapshot(self.engine, self.cfg.policy, {
-            self.cfg.queue.num: {"packets": self.packets, "batches": self.batches}})
+        return metrics.snapshot(self.engine, self.cfg.policy, self.io.counters())
 
     async def _start_observers(self, stack: contextlib.ExitStack) -> None:
         """Serve control.socket and metrics.listen as configured; closing `stack` stops them."""
@@ -194,26 +147,22 @@ class Daemon:
 
     def _health_problem(self) -> str | None:
         """Why the packet path is not healthy, or None.  That this runs at all shows the event
-        loop (and so the packet path, which runs on it) is not stuck; beyond that: no failed
-        batch, no background task ended, the kernel has the queue bound, and no data left
-        waiting on the queue socket since the previous check (a readable socket is drained
-        within one loop iteration)."""
+        loop is not stuck; beyond that: no failed batch, no background task ended, the kernel
+        has every queue bound, and the backend's own check (workers alive, sockets drained)."""
         if self.error:
             return "packet path failed"
         for task in self.tasks:
             if task.done():
                 return f"task {task.get_name()} ended"
-        num = str(self.cfg.queue.num)
         try:
             with open(NFQUEUE_TABLE) as table:
-                if not any(line.split()[:1] == [num] for line in table):
-                    return f"queue {num} is not bound"
+                bound = {line.split()[0] for line in table if line.strip()}
         except OSError as err:
             return f"{NFQUEUE_TABLE}: {err.strerror}"
-        readable = bool(select.select([self.queue.get_fd()], [], [], 0)[0])
-        stalled = self._pending_at == self.drains
-        self._pending_at = self.drains if readable else None
-        return "queue socket not drained since the last check" if stalled else None
+        for num in self.io.numbers():
+            if str(num) not in bound:
+                return f"queue {num} is not bound"
+        return self.io.health_problem()
 
     async def _heartbeat(self) -> None:
         """STATUS= regularly; with a watchdog, WATCHDOG=1 with it while healthy (systemd kills
@@ -238,20 +187,18 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         qcfg = self.cfg.queue
         rules = QueueRules(qcfg) if qcfg.install_rules else None
-        self.queue.bind(qcfg.num, self._collect, max_len=QUEUE_MAX_LEN, mode=COPY_PACKET,
-                        range=COPY_RANGE)
-        fd = self.queue.get_fd()
+        self.io.open(loop)
         observers = contextlib.ExitStack()
         try:
             await self._start_observers(observers)
             if rules:
                 rules.install()
-            loop.add_reader(fd, self._on_readable)
             self.tasks.append(asyncio.create_task(self._gc(), name="gc"))
             if self.notifier.enabled:
                 self.tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
-            log.info("running: queue %d, %d shards, %d rules", qcfg.num,
-                     self.cfg.conntrack.shards, len(self.rule_names))
+            queues = f"{qcfg.num}" + (f"-{qcfg.num + qcfg.count - 1}" if qcfg.count > 1 else "")
+            log.info("running: queue %s, %d shards, %d rules, io %s", queues,
+                     self.cfg.conntrack.shards, len(self.rule_names), qcfg.io)
             self.notifier.send("READY=1", self._status())
 
             await self.stop.wait()
@@ -260,7 +207,7 @@ class Daemon:
             log.info("stopping")
             for task in self.tasks:
                 task.cancel()
-            loop.remove_reader(fd)
+            self.io.stop_reading(loop)
         finally:
             try:
                 if rules:
@@ -268,8 +215,7 @@ class Daemon:
             finally:
                 # Decide what is still queued, then let go: from now on the kernel decides as
                 # queue.on_stop says (its rule passes or drops what nobody listens for).
-                self._on_readable()
-                self.queue.unbind()
+                self.io.close()
                 observers.close()
         return 1 if self.error else 0
 

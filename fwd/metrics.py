@@ -200,6 +200,9 @@ def _queue_metrics(queues: list[dict[str, Any]]) -> Iterator[Metric]:
     yield _family(CounterMetricFamily, "fwd_queue_user_drops",
                   "Packets the kernel could not deliver to fwd (netlink socket buffer full)",
                   ["queue"], per_queue(kernel("user_dropped")))
+    yield _family(CounterMetricFamily, "fwd_queue_socket_overflows",
+                  "Times the native worker's socket reported lost messages (ENOBUFS)",
+                  ["queue"], per_queue(lambda q: q.get("socket_overflows")))
 
 
 class Exporter:

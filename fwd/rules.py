@@ -1,7 +1,8 @@
 """The iptables rules that send packets to fwd's queue (queue.install_rules).
 
 For iptables and ip6tables alike, in the filter table: a chain `queue.chain` holding
-`-j NFQUEUE --queue-num N [--queue-bypass]`, and a jump to it at the top of every hook in
+`-j NFQUEUE --queue-num N` (or `--queue-balance N:M` for several queues) `[--queue-bypass]`,
+and a jump to it at the top of every hook in
 `queue.hooks`.  Every change is one iptables-restore transaction per tool, so packets meet the
 old rules or the new ones, never a half-built chain:
 
@@ -61,7 +62,10 @@ class QueueRules:
 
     def _target(self) -> str:
         bypass = " --queue-bypass" if self.queue.on_stop == "bypass" else ""
-        return f"-j NFQUEUE --queue-num {self.queue.num}{bypass}"
+        q = self.queue
+        queues = (f"--queue-num {q.num}" if q.count == 1
+                  else f"--queue-balance {q.num}:{q.num + q.count - 1}")
+        return f"-j NFQUEUE {queues}{bypass}"
 
     def install(self) -> None:
         chain = self.queue.chain

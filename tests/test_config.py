@@ -59,6 +59,14 @@ BAD = [
     # -- [queue]
     ("[queue]\nnum = 65536", "queue.num", "integer 0..65535, got 65536"),
     ("[queue]\nnum = -1", "queue.num", "integer 0..65535"),
+    ("[queue]\nio = 'dpdk'", "queue.io", 'must be one of "native", "netfilterqueue"'),
+    ("[queue]\ncount = 0", "queue.count", "integer 1..64"),
+    ("[queue]\nnum = 65535\ncount = 2", "queue.count", "go past 65535"),
+    ("[queue]\nmax_len = 65537", "queue.max_len", "integer 1..65536"),
+    ("[queue]\ncopy_range = 64", "queue.copy_range", "integer 128..65535"),
+    ("[queue]\nio = 'netfilterqueue'\nfail_open = true", "queue.fail_open",
+     'cannot be set with io = "netfilterqueue"'),
+    ("[queue]\nio = 'netfilterqueue'\ncopy_range = 9000", "queue.copy_range", "at most 4016"),
     ("[queue]\ninstall_rules = 1", "queue.install_rules", "must be true or false, got 1"),
     ("[queue]\non_stop = 'pass'", "queue.on_stop", 'must be one of "bypass", "drop", got "pass"'),
     ("[queue]\non_stop = false", "queue.on_stop", "one of"),
@@ -290,3 +298,10 @@ def test_load_checks_like_parse(tmp_path):
 
 def test_exit_code():
     assert config.EXIT_CONFIG == 78
+
+
+def test_netfilterqueue_defaults_fit_what_the_binding_can_do():
+    q = config.parse({"queue": {"io": "netfilterqueue"}}).queue
+    assert (q.copy_range, q.max_len, q.fail_open) == (4016, 1024, False)
+    q = config.parse({}).queue
+    assert (q.io, q.count, q.copy_range, q.max_len, q.fail_open) == ("native", 1, 65535, 4096, False)

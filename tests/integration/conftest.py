@@ -30,6 +30,7 @@ PEERS = str(Path(__file__).with_name("peers.py"))
 QUEUE_NUM = 3  # not the default 0, so the tests see the configured number is used
 READY = f"running: queue {QUEUE_NUM}"  # fwd logs this once the queue is bound and rules are in
 CHAIN = "FWD"
+QUEUE_MAX_LEN = 1024  # the test daemons' queue.max_len (small: overflow tests fill it)
 
 # The policy under test: replies and related errors pass, new connections only from the client
 # side (the fw's interface "fwin"), everything else is dropped.
@@ -51,6 +52,7 @@ verdict = "accept"
 
 
 def fwd_config(policy: str = POLICY, on_stop: str = "bypass", metrics_listen: str = "",
+               io: str = "native", queues: int = 1, max_len: int = QUEUE_MAX_LEN,
                **conntrack) -> str:
     """A config file's text: fwd installs its own rules (a packet passes only with fwd's accept
     while it runs; `on_stop` says what happens when it does not), the given policy, small table
@@ -58,7 +60,10 @@ def fwd_config(policy: str = POLICY, on_stop: str = "bypass", metrics_listen: st
     default: daemons of one test share a namespace)."""
     ct = {"shards": 16, "buckets": 1024, "gc_interval": 0.5, **conntrack}
     return "\n".join([
-        "[queue]", f"num = {QUEUE_NUM}", "install_rules = true", f'on_stop = "{on_stop}"',
+        "[queue]", f"num = {QUEUE_NUM}", f"count = {queues}", f'io = "{io}"',
+        f"max_len = {max_len}",
+        "install_rules = true",
+        f'on_stop = "{on_stop}"',
         'hooks = ["FORWARD"]', f'chain = "{CHAIN}"',
         "[conntrack]", *(f"{k} = {json.dumps(v)}" for k, v in ct.items()),
         "[log]", 'level = "info"',
@@ -224,7 +229,14 @@ def topo():
 
 
 @pytest.fixture
-def start_fwd(topo, tmp_path):
+def io() -> str:
+    """The I/O backend the daemons of a test use; test modules that check verdict semantics
+    override it with both backends."""
+    return "native"
+
+
+@pytest.fixture
+def start_fwd(topo, tmp_path, io):
     """start_fwd(policy=POLICY, ready=True, on_stop="bypass", env=None, wrap=(),
     metrics_listen="", helpers=None, **conntrack) -> a Fwd running fwd_config(policy, on_stop,
     metrics_listen, **conntrack) with `env`, `wrap` and `helpers`, waited for until ready unless
@@ -234,9 +246,10 @@ def start_fwd(topo, tmp_path):
     def start(policy: str = POLICY, ready: bool = True, on_stop: str = "bypass",
               env: dict[str, str] | None = None, wrap: tuple[str, ...] = (),
               metrics_listen: str = "", helpers: dict[str, str] | None = None,
-              **conntrack) -> Fwd:
+              queues: int = 1, max_len: int = QUEUE_MAX_LEN, **conntrack) -> Fwd:
         daemon = Fwd(topo, tmp_path / f"fwd{len(started)}",
-                     fwd_config(policy, on_stop, metrics_listen, **conntrack), env, wrap, helpers)
+                     fwd_config(policy, on_stop, metrics_listen, io, queues, max_len,
+                                **conntrack), env, wrap, helpers)
         started.append(daemon)
         if ready:
             daemon.wait_ready()

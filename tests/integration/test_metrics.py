@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import QUEUE_MAX_LEN
+
 from fwd import __version__
-from fwd.daemon import QUEUE_MAX_LEN
 from fwd.netns import CLIENT4, SERVER4, SERVER6
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
-"""Real traffic through fwd on NFQUEUE: client -- fw (fwd) -- server, IPv4 and IPv6.
+"""Real traffic through fwd on NFQUEUE: client -- fw (fwd) -- server, IPv4 and IPv6, on both
+I/O backends (the verdict semantics must not depend on which reads the queue).
 
 Policy (conftest.POLICY): established/related accepted, new accepted only from the client side,
 everything else dropped.  Each test checks what the peers saw and what fwd's verdict log says.
@@ -7,6 +8,17 @@ everything else dropped.  Each test checks what the peers saw and what fwd's ver
 from __future__ import annotations
 
 from socket import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP as TCP, IPPROTO_UDP as UDP
+
+import sys
+
+import pytest
+
+from fwd.netns import SERVER4
+
+
+@pytest.fixture(params=["native", "netfilterqueue"])
+def io(request) -> str:
+    return request.param
 
 ECHO_REPLY = {4: 0, 6: 129}        # ICMP / ICMPv6 echo reply
 PORT_UNREACHABLE = {4: 3, 6: 1}    # ICMP destination unreachable / ICMPv6 destination unreachable
@@ -95,3 +107,26 @@ def test_full_table_early_drops_unassured(start_fwd, peer, client, topo, addrs):
     assert [e["event"] for e in echo.events()] == ["received"]
     reply, = fwd.verdicts(lambda v: v.proto == UDP and v.sport == 9101)
     assert (reply.verdict, reply.state) == ("accept", "established")
+
+
+def test_flows_spread_over_several_queues(start_fwd, topo):
+    """queue.count = 2: the kernel balances flows over queues 3 and 4 by address; one worker per
+    queue, one shared table, the same verdicts."""
+    fwd = start_fwd(queues=2)
+    sources = [f"10.77.1.{i}" for i in range(10, 26)]
+    for src in sources:
+        topo.ip(topo.client, "addr", "replace", f"{src}/24", "dev", "eth0")
+    script = ("import socket,sys\n"
+              "for src in sys.argv[2:]:\n"
+              "  s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind((src,0))\n"
+              "  s.sendto(b'x',(sys.argv[1],9999))\n")
+    topo.run(topo.client, [sys.executable, "-c", script, SERVER4, *sources])
+    seen = fwd.verdicts(lambda v: v.proto == UDP and v.dport == 9999, at_least=len(sources))
+    assert {v.src for v in seen} == set(sources)
+    assert {(v.verdict, v.state) for v in seen} == {("accept", "new")}
+    rule = topo.run(topo.fw, ["iptables", "-S", "FWD"]).stdout
+    assert "--queue-balance 3:4" in rule
+    # Both queues were bound and handed packets: the kernel's id counter (8th column) moved.
+    table = topo.run(topo.fw, ["cat", "/proc/net/netfilter/nfnetlink_queue"]).stdout
+    ids = {int(f[0]): int(f[7]) for f in (line.split() for line in table.splitlines())}
+    assert ids.keys() >= {3, 4} and ids[3] > 0 and ids[4] > 0

@@ -291,7 +291,8 @@ def test_logs_for_the_journal(start_fwd, topo):
     wait_log(fwd, "reload failed")
     assert fwd.stop() == 0
     lines = fwd.stderr().splitlines()
-    assert f"<6>running: queue {QUEUE_NUM}, 16 shards, 2 rules" in lines
+    assert any(line.startswith(f"<6>running: queue {QUEUE_NUM}, 16 shards, 2 rules, io ")
+               for line in lines), lines
     assert "<3>reload failed, running configuration kept: conntrack.shards: must be a power " \
            "of two from 1 to 65536, got 3" in lines
     assert lines[-1] == "<6>stopping"
@@ -348,19 +349,19 @@ def test_health_check(tmp_path, monkeypatch):
     table = tmp_path / "nfnetlink_queue"  # the kernel's table of bound queues, as in /proc
     monkeypatch.setattr(daemon, "NFQUEUE_TABLE", str(table))
     table.write_text("    3  123  0 2  4016  0  0  0  1\n    0  456  0 2  4016  0  0  7  1\n")
-    cfg = config.parse({}, "<test>")  # queue 0
+    cfg = config.parse({"queue": {"io": "netfilterqueue"}}, "<test>")  # queue 0
 
     async def check() -> list[str | None]:
         d = daemon.Daemon(cfg, None, [], None, sdnotify.Notifier({}))
-        d.queue = fake = FakeQueue()
+        d.io.queues[0] = fake = FakeQueue()
         seen = [d._health_problem()]  # idle
         fake.kernel.send(b"packet")
         seen.append(d._health_problem())  # data just arrived: it may be read any moment
-        d.drains += 1
+        d.io.drains += 1
         seen.append(d._health_problem())  # read since, and more has come: still progress
         seen.append(d._health_problem())  # readable since the last check, nothing read
         fake.ours.recv(64)
-        d.drains += 1
+        d.io.drains += 1
         seen.append(d._health_problem())  # read at last
         table.write_text("    3  123  0 2  4016  0  0  0  1\n")
         seen.append(d._health_problem())  # the kernel no longer has queue 0 bound

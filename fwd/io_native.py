@@ -1,0 +1,55 @@
+"""The default I/O backend (queue.io = "native"): fwd._core.NfqWorkers, one C thread per queue
+that receives a batch, decides it in the engine and sends the verdicts without the GIL.  Python
+only starts and stops the workers and reads their counters."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable, TextIO
+
+from fwd import _core
+from fwd.config import QueueConfig
+
+
+class NativeQueues:
+    def __init__(self, qcfg: QueueConfig, engine: _core.Engine,
+                 rule_names: Callable[[], list[str]], verdict_log: TextIO | None,
+                 on_error: Callable[[BaseException], None]) -> None:
+        del rule_names, on_error  # the engine's policy carries the names; workers report state
+        self.qcfg = qcfg
+        self.engine = engine
+        self.verdict_log = verdict_log
+        self.workers: _core.NfqWorkers | None = None
+
+    def numbers(self) -> range:
+        return range(self.qcfg.num, self.qcfg.num + self.qcfg.count)
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        del loop  # the workers are threads of their own
+        if self.verdict_log:
+            self.verdict_log.flush()
+        self.workers = _core.NfqWorkers(
+            self.engine, list(self.numbers()), copy_range=self.qcfg.copy_range,
+            max_len=self.qcfg.max_len, fail_open=self.qcfg.fail_open,
+            trace_fd=self.verdict_log.fileno() if self.verdict_log else -1)
+        self.workers.start()
+
+    def stop_reading(self, loop: asyncio.AbstractEventLoop) -> None:
+        del loop
+
+    def close(self) -> None:
+        """Stop the threads and unbind: what is still queued is the kernel's to decide, as the
+        NFQUEUE rule says (bypass or drop)."""
+        if self.workers:
+            self.workers.stop()
+
+    def counters(self) -> dict[int, dict[str, int]]:
+        return {w["queue"]: {"packets": w["packets"], "batches": w["batches"],
+                             "socket_overflows": w["enobufs"]}
+                for w in (self.workers.stats() if self.workers else [])}
+
+    def health_problem(self) -> str | None:
+        for w in self.workers.stats() if self.workers else []:
+            if not w["running"] or w["error"]:
+                return f"queue {w['queue']} worker stopped (errno {w['error']})"
+        return None
