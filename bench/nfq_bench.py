@@ -66,7 +66,7 @@ CLIENT_NET = "10.77.1.0/24"  # fwd.netns puts the client (and the extra sources 
 EXTRA_SRCS = [f"10.77.1.{10 + i}" for i in range(32)]  # candidates for balanced sources
 SRCS_PER_QUEUE = 4
 FULL_QUEUE = 65536     # the most a queue holds on this kernel, whatever is asked
-NFQ_MAX_LEN = 1024     # fwd's netfilterqueue queue length while queue.max_len does not exist
+NFQ_MAX_LEN = fwd_config.NFQ_PY_MAX_LEN  # the most fwd's netfilterqueue backend queues
 READY_TIMEOUT = 20.0   # seconds a consumer may take to bind its queue(s)
 DRAIN_ROUNDS = 16      # most drain rounds for a consumer whose queue is shorter than --count
 
@@ -87,10 +87,6 @@ class Consumer:
     skip: str | None = None                  # why it cannot run here
 
 
-def _queue_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(fwd_config.QueueConfig)}
-
-
 FWD_POLICY = f"""
 [policy]
 default = "drop"
@@ -108,55 +104,36 @@ verdict = "accept"
 """
 
 
-def fwd_config_text(queue: int, io: str | None = None, count: int = 1) -> str:
+def fwd_config_text(queue: int, io: str, count: int = 1) -> str:
     """fwd's config for a benchmark: the queue(s), conntrack at its defaults, a stateful policy
     (replies and related pass, new connections only from the client subnet, the rest is
-    dropped).  The rules are installed by the benchmark, not by fwd.  Keys fwd.config does not
-    know yet (queue.io, queue.count, queue.max_len, queue.fail_open) are left out.  Fail-open
-    is off: a packet must not pass without a verdict while the consumer is paused."""
-    known = _queue_fields()
-    lines = ["[queue]", f"num = {queue}", "install_rules = false"]
-    if io and "io" in known:
-        lines.append(f'io = "{io}"')
-    if count > 1 or "count" in known:
-        lines.append(f"count = {count}")
-    if "max_len" in known:
-        lines.append(f"max_len = {FULL_QUEUE}")
-    if "fail_open" in known:
-        lines.append("fail_open = false")
+    dropped).  The rules are installed by the benchmark, not by fwd.  Native queues are as long
+    as the kernel allows (netfilterqueue's stay at its limit); fail-open is off, so no packet
+    passes without a verdict while the consumer is paused."""
+    lines = ["[queue]", f"num = {queue}", f"count = {count}", f'io = "{io}"',
+             "install_rules = false"]
+    if io == "native":
+        lines += [f"max_len = {FULL_QUEUE}", "fail_open = false"]
     # No exporter or control socket: a benchmark fwd must not take a real fwd's.
     return "\n".join([*lines, "", "[log]", 'level = "warning"', "", "[metrics]", 'listen = ""',
                       "", "[control]", 'socket = ""', FWD_POLICY])
 
 
-def _fwd_capacity() -> int:
-    """Packets fwd's queue holds: what the benchmark sets, or the daemon's fixed length."""
-    return FULL_QUEUE if "max_len" in _queue_fields() else NFQ_MAX_LEN
-
-
 def _fwd_consumer(key: str, label: str, io: str, queues: int) -> Consumer:
-    skip = None
-    if io == "native" and "io" not in _queue_fields():
-        skip = 'fwd.config has no queue.io yet (queue.io = "native" not landed)'
-    else:
-        try:
-            fwd_config.parse(tomllib.loads(fwd_config_text(QUEUE, io, queues)))
-        except fwd_config.ConfigError as err:
-            skip = f"fwd.config refuses the benchmark config: {err}"
-
     def argv(queue: int, scratch: Path) -> list[str]:
         path = scratch / f"fwd-{key}.toml"
         path.write_text(fwd_config_text(queue, io, queues))
         return [PY, "-m", "fwd", "run", "--config", str(path)]
 
-    return Consumer(key, label, queues, _fwd_capacity(), argv, skip)
+    fwd_config.parse(tomllib.loads(fwd_config_text(QUEUE, io, queues)))  # fails loudly if stale
+    return Consumer(key, label, queues, FULL_QUEUE if io == "native" else NFQ_MAX_LEN, argv)
 
 
 def consumers() -> dict[str, Consumer]:
     accept = str(TOOLS / "nfq_accept")
     # (b) binds the way fwd's netfilterqueue backend does (queue length, copy range), so that
     # (c) / (b) is fwd's own cost; its socket buffer holds the whole queue of small packets.
-    py_len = _fwd_capacity()
+    py_len = NFQ_MAX_LEN
     py_sock = max(py_len * 2048, 1024 * 4716 // 2)  # netfilterqueue's default at least
     all_ = [
         Consumer("a", "C accept-all, batch verdicts", 1, FULL_QUEUE,

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from fwd import _core, config, engine, helper_config
+from fwd import config, engine, helper_config
 from fwd.config import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

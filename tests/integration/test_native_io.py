@@ -9,11 +9,10 @@ import time
 
 import pytest
 
-from fwd.netns import CLIENT4, SERVER4, Topology
+from fwd.netns import SERVER4, Topology
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-ANY = (0, 0, -1, None, 0, None, 0, 0, 65535, 0, 65535, 0, 0)
 
 
 def udp_rule(dport, verdict, mark=-1):
