@@ -1,68 +1,68 @@
-# Type stub and contract of the C extension fwd._core (built from csrc/*.c by setup.py).
-# The binding (csrc/binding.c) is the only C file that includes Python.h.
+# Type stub of the C extension fwd._core (built from csrc/*.c and helpers/*/fwd_*.c by setup.py).
+# csrc/binding.c is the only C file that includes Python.h; its docstrings are the reference.
 
 from typing import Any, Sequence
 
-# Verdicts.
 VERDICT_DROP: int  # 0
 VERDICT_ACCEPT: int  # 1
 
-# Per-packet conntrack state, as the policy sees it.  A rule's state mask is a bit-or of
-# (1 << STATE_x).
+# Per-packet conntrack state as the policy sees it; a rule's state mask ORs (1 << STATE_x).
 STATE_NEW: int  # 0
 STATE_ESTABLISHED: int  # 1
 STATE_RELATED: int  # 2
 STATE_INVALID: int  # 3
 STATE_UNTRACKED: int  # 4
 STATE_NAMES: tuple[str, ...]  # ("new", "established", "related", "invalid", "untracked")
+MAX_WORKERS: int  # engine worker slots (one thread per slot at a time)
 
-# A compiled policy rule, as passed to Engine.set_policy:
+# A compiled policy rule:
 #   (state_mask, family, proto, src, src_plen, dst, dst_plen,
 #    sport_lo, sport_hi, dport_lo, dport_hi, iif, oif, verdict, mark)
-# state_mask  int, 0 = any state
-# family      0 = any, 4 = IPv4, 6 = IPv6 (must be 4/6 when src/dst is given)
-# proto       -1 = any, else the IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6, ...)
-# src, dst    bytes of length 4 (family 4) or 16 (family 6), or None = any; *_plen the prefix length
-# ports       inclusive ranges; 0..65535 = any (only checked for tcp/udp packets; a rule that
-#             names ports matches no other protocol)
-# iif, oif    interface index, 0 = any (a rule with an interface never matches a packet whose
-#             interface is unknown, e.g. in replay)
-# verdict     VERDICT_DROP / VERDICT_ACCEPT
-# mark        -1 = leave the mark alone, else 0..0xffffffff
+# state_mask 0 = any; family 0/4/6; proto -1 = any; src/dst packed bytes or None; ports inclusive
+# (a rule naming ports matches only tcp/udp); iif/oif 0 = any; mark -1 = leave it alone.
 Rule = tuple[int, int, int, bytes | None, int, bytes | None, int, int, int, int, int, int, int, int, int]
-
-# A packet handed to Engine.process: (l3_bytes, iif, oif); l3_bytes start at the IPv4/IPv6 header.
+# A helper instance: (type, on_error verdict, [(max_expected, timeout_s)] per class in the type's
+# order, [knob ints], [(proto, port_lo, port_hi)] bindings).
+Helper = tuple[str, int, list[tuple[int, float]], list[int], list[tuple[int, int, int]]]
+# A packet: (l3_bytes, iif, oif).  A result: (verdict, mark, state, rule_index), plus with
+# detail=True the journal id of the expectation a RELATED packet matched (0: none).
 Packet = tuple[bytes, int, int]
-# A result: (verdict, mark, state, rule_index)  mark -1 = unchanged; rule_index -1 = default verdict.
 Result = tuple[int, int, int, int]
 
+def parse_packet(data: bytes, wire_len: int = 0) -> dict[str, Any]: ...
+
 class Engine:
-    def __init__(
-        self,
-        *,
-        shards: int = 1024,        # lock shards, power of two
-        buckets: int = 65536,      # hash buckets, power of two, >= shards
-        max_entries: int = 262144, # table size cap (early drop beyond it)
-        seed: int | None = None,   # hash seed; None = random per process
-        timeouts: dict[str, float] | None = None,  # seconds; keys as in Engine.timeouts()
-    ) -> None: ...
-    def set_policy(self, rules: Sequence[Rule], default_verdict: int, default_mark: int = -1) -> None:
-        """Swap the compiled policy atomically (between batches). Raises ValueError on a bad rule."""
-    def process(self, packets: Sequence[Packet], now: float) -> list[Result]:
-        """One batch: exactly one result per packet, in order. `now` is the caller's clock in
-        seconds (monotonic in the daemon, capture time in replay). The GIL is released inside."""
-    def gc(self, now: float, budget: int = 4096) -> int:
-        """Incremental GC: scan up to `budget` buckets from a cursor, remove expired entries;
-        returns how many were removed."""
-    def connections(self, now: float) -> list[dict[str, Any]]:
-        """Snapshot of the table: each dict has proto (int), family (4/6), src, dst (str),
-        sport, dport (int; ICMP: id and type), reply_src, reply_dst, reply_sport, reply_dport,
-        state (str: tcp state name like "ESTABLISHED", or "UNREPLIED"/"REPLIED" for udp/icmp/other),
-        assured (bool), seen_reply (bool), timeout (float seconds left), packets_orig, packets_reply."""
-    def stats(self) -> dict[str, Any]:
-        """One snapshot: {"locks": {class: {"acquisitions", "contended", "wait_ns", "hold_ns", "count"}},
-        "ct": {"found","new","invalid","insert","insert_failed","drop","early_drop","delete",...},
-        "entries": int, "max_entries": int, "buckets": int, "shards": int, "verdicts": {...}}"""
+    def __init__(self, *, shards: int = 1024, buckets: int = 65536, max_entries: int = 262144,
+                 seed: int | None = None, timeouts: dict[str, float] | None = None,
+                 expect_max: int = 4096) -> None: ...
+    def set_policy(self, rules: Sequence[Rule], default_verdict: int, default_mark: int = -1,
+                   names: Sequence[str] | None = None,
+                   helpers: Sequence[Helper] | None = None) -> None:
+        """Swap policy, rule names and helpers atomically (between batches)."""
+    def process(self, packets: Sequence[Packet], now: float, worker: int = 0,
+                detail: bool = False) -> list[tuple]: ...
+    def gc(self, now: float, budget: int = 4096) -> int: ...
     def flush(self) -> int: ...
+    def kill(self, family: int, proto: int, src: str, dst: str, sport: int, dport: int) -> bool: ...
+    def connections(self, now: float) -> list[dict[str, Any]]: ...
+    def by_state(self) -> dict[str, dict[str, int]]: ...
+    def stats(self) -> dict[str, Any]:
+        """locks (per class), ct counters, expect counters, helpers, rule_hits, table fill."""
+    def expectations(self, now: float) -> list[dict[str, Any]]: ...
+    def flush_expectations(self) -> int: ...
+    def expect_journal(self, on: bool) -> None: ...
+    def expectations_created(self) -> list[dict[str, Any]]: ...
+    def placement(self, data: bytes) -> dict[str, int]: ...
+    def stress(self, threads: int, conns: int, rounds: int = 1, keep: bool = False) -> dict[str, Any]: ...
+    def stress_expect(self, threads: int, rounds: int, per_master: int = 16) -> dict[str, int]: ...
     @staticmethod
     def timeouts_default() -> dict[str, float]: ...
+
+class NfqWorkers:
+    """Native NFQUEUE workers: one GIL-free thread per queue sharing `engine`."""
+    def __init__(self, engine: Engine, queues: Sequence[int], *, copy_range: int = 65535,
+                 max_len: int = 4096, batch: int = 64, rcvbuf: int = 0, fail_open: bool = False,
+                 trace_fd: int = -1) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def stats(self) -> list[dict[str, Any]]: ...
