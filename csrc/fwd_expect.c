@@ -283,7 +283,7 @@ unsigned fwd_exp_activate(struct fwd_exp_table *x, struct fwd_ct *master, int cl
 {
 	unsigned n = 0;
 
-	if (!master->ext)
+	if (!master->ext || !fwd_exp_count(x))
 		return 0;
 	fwd_lock(&x->lock);
 	for (struct fwd_exp *e = master->ext->exps; e; e = e->mnext) {
@@ -346,6 +346,8 @@ unsigned fwd_exp_flush_all(struct fwd_exp_table *x)
 void fwd_exp_for_each(struct fwd_exp_table *x, void (*fn)(const struct fwd_exp *e, void *arg),
 		      void *arg)
 {
+	if (!fwd_exp_count(x))
+		return; /* nothing to list: leave the lock alone */
 	fwd_lock(&x->lock);
 	for (uint32_t b = 0; b <= x->bucket_mask; b++)
 		for (struct fwd_exp *e = x->buckets[b]; e; e = e->hnext)

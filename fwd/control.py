@@ -226,6 +226,14 @@ async def _flush(daemon: Controlled, request: dict[str, Any]) -> dict[str, int]:
     return {"deleted": await asyncio.to_thread(daemon.engine.flush)}
 
 
+async def _expect_list(daemon: Controlled, request: dict[str, Any]) -> list[dict[str, Any]]:
+    return await asyncio.to_thread(daemon.engine.expectations, time.monotonic())
+
+
+async def _expect_flush(daemon: Controlled, request: dict[str, Any]) -> dict[str, int]:
+    return {"deleted": await asyncio.to_thread(daemon.engine.flush_expectations)}
+
+
 async def _stats(daemon: Controlled, request: dict[str, Any]) -> dict[str, Any]:
     return await asyncio.to_thread(daemon.snapshot)
 
@@ -242,6 +250,8 @@ COMMANDS = {
     "conntrack.list": (_list, ("filter",)),
     "conntrack.delete": (_delete, ("filter",)),
     "conntrack.flush": (_flush, ()),
+    "expect.list": (_expect_list, ()),
+    "expect.flush": (_expect_flush, ()),
     "stats": (_stats, ()),
     "reload": (_reload, ()),
 }
@@ -272,6 +282,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if name == "list":
             p.add_argument("--json", action="store_true", help="one JSON list of connections")
     ct_sub.add_parser("flush", help="delete every connection")
+    expect = sub.add_parser("expect", help="list or flush expectations (helpers' pinholes)")
+    exp_sub = expect.add_subparsers(dest="exp_command", required=True, metavar="ACTION")
+    exp_list = exp_sub.add_parser("list", help="list expectations, like conntrack -L expect")
+    exp_list.add_argument("--json", action="store_true", help="one JSON list of expectations")
+    exp_sub.add_parser("flush", help="delete every expectation")
     stats = sub.add_parser("stats", help="counters, locks, table and queue statistics")
     stats.add_argument("--json", action="store_true", help="the raw snapshot as JSON")
     sub.add_parser("reload", help="re-read the configuration file (as SIGHUP does)")
@@ -297,6 +312,8 @@ def call(path: str, request: dict[str, Any], timeout: float = CLIENT_TIMEOUT) ->
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
+    if args.ctl_command == "expect":
+        return {"command": f"expect.{args.exp_command}"}
     if args.ctl_command != "conntrack":
         return {"command": args.ctl_command}
     request: dict[str, Any] = {"command": f"conntrack.{args.ct_command}"}
@@ -341,6 +358,12 @@ def main(args: argparse.Namespace) -> int:
         for c in result:
             print(format_connection(c))
         print(f"fwd ctl: {len(result)} flow entries have been shown.", file=sys.stderr)
+    elif request["command"] == "expect.list":
+        for x in result:
+            print(format_expectation(x))
+        print(f"fwd ctl: {len(result)} expectations have been shown.", file=sys.stderr)
+    elif request["command"] == "expect.flush":
+        print(f"fwd ctl: {result['deleted']} expectations have been deleted.")
     elif request["command"] == "stats":
         print(format_stats(result))
     elif "deleted" in result:
@@ -348,6 +371,19 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"fwd ctl: reload {result['reload']}")
     return 0
+
+
+def format_expectation(x: dict[str, Any]) -> str:
+    """One expectation the way `conntrack -L expect` prints it; a wildcard shows as 0 ("any"):
+    180 proto=17 src=10.0.0.2 dst=10.0.0.1 sport=0 dport=4000 master-src=10.0.0.1
+    master-dst=10.0.0.2 sport=5060 dport=5060 class=audio helper=sip"""
+    m = x["master"]
+    flags = "".join(f" {f.upper()}" for f in x["flags"])
+    return (f"{int(x['timeout'])} proto={config.PROTOCOLS.get(x['proto'], x['proto'])} "
+            f"src={x['src'] or ('::' if x['family'] == 6 else '0.0.0.0')} dst={x['dst']} "
+            f"sport={x['sport'] or 0} dport={x['dport']} master-src={m['src']} "
+            f"master-dst={m['dst']} sport={m['sport']} dport={m['dport']} class={x['class']} "
+            f"helper={x['helper']}{flags}")
 
 
 def format_connection(c: dict[str, Any]) -> str:

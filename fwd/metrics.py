@@ -21,7 +21,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, Metric)
 from prometheus_client.utils import floatToGoString
 
-from fwd import __version__, _core
+from fwd import __version__, helper_config, _core
 from fwd.config import PolicyConfig
 
 # /proc/net/netfilter/nfnetlink_queue, through self/ (/proc/net is a link to it, hidden where
@@ -36,12 +36,34 @@ DEFAULT_RULE = "(default)"  # the `rule` label of packets no policy rule matched
 # Engine.stats()["ct"] counters exported one metric each: name -> help.
 CT_COUNTERS = {
     "found": "Packets that matched an existing connection",
-    "new": "Packets that would start a new connection",
+    "new": "Connections created (for accepted packets that start one)",
     "insert": "Connections inserted into the table",
-    "insert_failed": "Connections that could not be inserted (table full, nothing to evict)",
-    "drop": "Packets dropped because their connection could not be created",
+    "insert_failed": "Connections another worker had inserted first (a race; its entry is used)",
+    "drop": "Packets dropped because their connection could not be created (table full, "
+            "nothing to evict)",
     "related": "ICMP/ICMPv6 errors that quote a tracked connection",
     "untracked": "Packets that are never tracked (IPv6 neighbour discovery, router messages)",
+    "expect_new": "Connections created by an expectation (RELATED until a reply)",
+    "helper_errors": "Packets a helper could not parse (they got the helper's on_error verdict)",
+}
+# Engine.stats()["expect"] counters: name -> help (fwd_expect_<name>_total).
+EXPECT_COUNTERS = {
+    "created": "Expectations created by helpers",
+    "matched": "Expectations a new connection matched (used up unless permanent)",
+    "expired": "Expectations that timed out unused",
+    "flushed": "Expectations removed by their helper (BYE, failure, re-INVITE) or with their "
+               "master connection",
+    "evicted": "Expectations pushed out by a newer one of their class (max_expected)",
+    "refused": "Expectations refused: the table was full (conntrack.expect_max)",
+}
+# Engine.stats()["helpers"][i] counters: name -> help (fwd_helper_<name>_total).
+HELPER_COUNTERS = {
+    "packets": "Packets with payload the helper read",
+    "messages": "Messages the helper parsed",
+    "parse_errors": "Packets the helper could not parse (or that overflowed its buffer)",
+    "exp_created": "Expectations the helper created",
+    "exp_evicted": "Expectations of the helper evicted by newer ones",
+    "exp_refused": "Expectations of the helper refused (table full or class limit 0)",
 }
 # Engine.stats() top-level counters: name -> help.
 TABLE_COUNTERS = {
@@ -75,6 +97,11 @@ def snapshot(engine: _core.Engine, policy: PolicyConfig | None = None,
     counters per queue number ({"packets": n, "batches": n})."""
     stats = engine.stats()
     connections = engine.by_state()
+    # Every class of every configured helper, so that the series exist while they are 0.
+    expectations = {(h["name"], c): 0 for h in stats["helpers"]
+                    for c in helper_config.load(h["name"]).CLASSES}
+    for x in engine.expectations(0.0):
+        expectations[x["helper"], x["class"]] = expectations.get((x["helper"], x["class"]), 0) + 1
     rules = None
     if policy is not None:
         named = [(r.name, r.verdict) for r in policy.rules] + [(DEFAULT_RULE, policy.default)]
@@ -88,6 +115,8 @@ def snapshot(engine: _core.Engine, policy: PolicyConfig | None = None,
         "version": __version__,
         "stats": stats,
         "connections": connections,
+        "expectations": [{"helper": h, "class": c, "count": n}
+                         for (h, c), n in sorted(expectations.items())],
         "rules": rules,
         "queues": [{"queue": num, **counters, "kernel": kernel.get(num)}
                    for num, counters in sorted((queues or {}).items())],
@@ -114,6 +143,21 @@ class Collector:
                           "was last loaded)", ["rule", "verdict"],
                           [([r["rule"], r["verdict"]], r["hits"]) for r in snap["rules"]])
         yield from _queue_metrics(snap["queues"])
+        yield from _expect_metrics(stats, snap["expectations"])
+
+
+def _expect_metrics(stats: dict[str, Any], live: list[dict[str, Any]]) -> Iterator[Metric]:
+    yield GaugeMetricFamily("fwd_expect_entries", "Expectations waiting to be used",
+                            value=stats["expect"]["entries"])
+    yield GaugeMetricFamily("fwd_expect_max_entries", "Expectation table capacity",
+                            value=stats["expect"]["max"])
+    yield _family(GaugeMetricFamily, "fwd_expectations", "Expectations by helper and class",
+                  ["helper", "class"], [([x["helper"], x["class"]], x["count"]) for x in live])
+    for key, doc in EXPECT_COUNTERS.items():
+        yield CounterMetricFamily(f"fwd_expect_{key}", doc, value=stats["expect"][key])
+    for key, doc in HELPER_COUNTERS.items():
+        yield _family(CounterMetricFamily, f"fwd_helper_{key}", doc, ["helper"],
+                      [([h["name"]], h[key]) for h in stats["helpers"]])
 
 
 def _family(cls, name: str, doc: str, labels: list[str], values: list[tuple[list[str], float]]):

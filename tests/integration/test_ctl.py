@@ -278,3 +278,31 @@ def test_listen_takes_only_a_free_or_stale_path(tmp_path):
     with pytest.raises(OSError, match=f"control.socket {config}: exists and is not a socket"):
         control._listen(str(config))
     assert config.read_text() == "[log]\n"
+
+
+def test_expectations_list_and_flush(start_fwd, topo):
+    """A SIP INVITE through fwd (SIP helper attached) opens RTP/RTCP pinholes; fwd ctl lists
+    them like conntrack -L expect, and flushes them."""
+    from tests.sipmsg import request, sdp
+
+    fwd = start_fwd(helpers={"sip": "ports = [5060]\n"})
+    invite = request("INVITE", CLIENT4, SERVER4, body=sdp(CLIENT4, ("audio", 40000)))
+    send = ("import socket,sys\n"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('',5060))\n"
+            "s.sendto(sys.stdin.buffer.read(),(sys.argv[1],5060))\n")
+    topo.run(topo.client, [sys.executable, "-c", send, SERVER4], input=invite.decode())
+    fwd.verdicts(lambda v: v.dport == 5060)  # decided
+    done = ctl(fwd, "expect", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    pinholes = sorted((x["src"], x["dst"], x["dport"], x["class"], x["helper"])
+                      for x in json.loads(done.stdout))
+    assert pinholes == [(SERVER4, CLIENT4, 40000, "audio", "sip"),
+                        (SERVER4, CLIENT4, 40001, "audio", "sip")]
+    text = ctl(fwd, "expect", "list")
+    assert re.match(rf"\d+ proto=17 src={SERVER4} dst={CLIENT4} sport=0 dport=4000[01] "
+                    rf"master-src={CLIENT4} master-dst={SERVER4} sport=5060 dport=5060 "
+                    r"class=audio helper=sip$", text.stdout.splitlines()[0])
+    assert "2 expectations have been shown" in text.stderr
+    done = ctl(fwd, "expect", "flush")
+    assert (done.returncode, done.stdout) == (0, "fwd ctl: 2 expectations have been deleted.\n")
+    assert json.loads(ctl(fwd, "expect", "list", "--json").stdout) == []
