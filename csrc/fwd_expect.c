@@ -127,7 +127,7 @@ int fwd_exp_add(struct fwd_exp_table *x, struct fwd_ct *master, const struct fwd
 			o->spec.flags = spec->flags;
 			goto out;
 		}
-		if (!oldest || o->created < oldest->created)
+		if (!oldest || o->seq < oldest->seq)
 			oldest = o;
 	}
 	if (ext->expecting[spec->cls] >= pol->max_expected && oldest) {
@@ -140,7 +140,7 @@ int fwd_exp_add(struct fwd_exp_table *x, struct fwd_ct *master, const struct fwd
 		goto out;
 	}
 	*e = (struct fwd_exp){ .spec = *spec, .master = master, .expires = now + pol->timeout,
-			       .created = now, .bucket = bucket_of(x, &masked) };
+			       .seq = x->seq_next++, .bucket = bucket_of(x, &masked) };
 	e->spec.tuple = masked;
 	fwd_ct_get(master);
 	if (x->journal) {

@@ -53,7 +53,7 @@ struct fwd_exp {
 	struct fwd_exp_spec spec;
 	struct fwd_ct *master;  /* referenced */
 	uint64_t expires;
-	uint64_t created;
+	uint64_t seq;           /* creation order: eviction takes the lowest of a class */
 	uint32_t id;            /* journal index + 1, or 0 */
 	uint32_t bucket;
 };
@@ -73,7 +73,7 @@ struct fwd_exp_table {
 	uint32_t count;      /* atomic: read before taking the lock */
 	uint32_t max;        /* global cap */
 	uint64_t seed;
-	uint32_t id_next;
+	uint64_t seq_next;   /* under the lock */
 	struct {
 #define X(name) uint64_t name;
 		FWD_EXP_COUNTERS(X)

@@ -87,7 +87,7 @@ def test_failed_invite_removes_the_offer(status):
 
 
 def test_another_call_on_the_same_signalling_keeps_its_pinholes():
-    e = engine()
+    e = engine(max_audio=8)  # room for both calls' pinholes: nothing is evicted
     call(e)
     run(e, sig(A, B, request("INVITE", A, B, call="call-2", body=sdp(A, ("audio", 5000)))))
     run(e, sig(A, B, request("BYE", A, B, call="call-2", cseq=2)))
@@ -235,3 +235,11 @@ def test_udp_keepalive_is_not_an_error():
     e = engine()
     assert run(e, sig(A, B, b"\r\n\r\n")) == [("new", 1)]
     assert e.stats()["helpers"][0]["parse_errors"] == 0
+
+
+def test_eviction_takes_the_oldest_of_the_class():
+    e = engine(max_audio=4)  # three streams in one offer: 6 expectations for room for 4
+    run(e, sig(A, B, request("INVITE", A, B, body=sdp(A, ("audio", 4000), ("audio", 5000),
+                                                      ("audio", 5500)))))
+    assert sorted(x["dport"] for x in e.expectations(1.0)) == [5000, 5001, 5500, 5501]
+    assert e.stats()["expect"]["evicted"] == 2
