@@ -293,7 +293,8 @@ static void *worker_main(void *arg)
 	struct io *io = calloc(1, sizeof(*io));
 
 	if (io) {
-		io->slot = w->cfg.copy_range + NFQ_MSG_OVERHEAD;
+		/* Netlink messages start 4-byte aligned: keep every slot so. */
+		io->slot = (w->cfg.copy_range + NFQ_MSG_OVERHEAD + 15) & ~(size_t)15;
 		io->rx = malloc(io->slot * w->cfg.batch);
 	}
 	if (!io || !io->rx) {
