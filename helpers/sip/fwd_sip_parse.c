@@ -626,8 +626,15 @@ static int parse(const uint8_t *buf, size_t len, bool stream, struct fwd_sip_msg
 		return -EBADMSG;
 	if (seen[H_EXPIRES] && whole_uint(val[H_EXPIRES], &secs))
 		header_expires = (int64_t)(secs > UINT32_MAX ? UINT32_MAX : secs);
-	if (seen[H_CONTACT] && parse_contact(val[H_CONTACT], msg, &msg->expires) < 0)
-		return -EBADMSG;
+	/* A Contact that does not parse only costs what the helper would read from it (a
+	 * REGISTER's pinhole): the message itself is still good, as peers that send, say, an
+	 * unbracketed IPv6 host in an INVITE's Contact expect. */
+	if (seen[H_CONTACT] && parse_contact(val[H_CONTACT], msg, &msg->expires) < 0) {
+		msg->contact_family = 0;
+		msg->contact_port = 0;
+		msg->contact_tcp = msg->contact_wildcard = false;
+		msg->expires = -1;
+	}
 	if (msg->expires < 0)
 		msg->expires = header_expires;
 
