@@ -519,6 +519,26 @@ static PyObject *Engine_flush(EngineObject *self, PyObject *Py_UNUSED(ignored))
 	return PyLong_FromUnsignedLong(removed);
 }
 
+/* Grows the array *items (n used of *cap) so one more fits; sets *oom and returns false if it
+ * cannot.  For the table walks, which copy under a lock and build Python objects after. */
+static bool room_for_one(void **items, size_t n, size_t *cap, size_t size, bool *oom)
+{
+	void *grown;
+	size_t want;
+
+	if (n < *cap)
+		return true;
+	want = *cap ? *cap * 2 : 64;
+	grown = realloc(*items, want * size);
+	if (!grown) {
+		*oom = true;
+		return false;
+	}
+	*items = grown;
+	*cap = want;
+	return true;
+}
+
 /* One connection copied out under its home lock, turned into a dict after the walk. */
 struct ct_copy {
 	struct fwd_tuple tuple[2];
@@ -537,17 +557,8 @@ static void copy_ct(const struct fwd_ct *ct, void *arg)
 {
 	struct ct_copies *c = arg;
 
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 256;
-		struct ct_copy *items = realloc(c->items, cap * sizeof(*items));
-
-		if (!items) {
-			c->oom = true;
-			return;
-		}
-		c->items = items;
-		c->cap = cap;
-	}
+	if (!room_for_one((void **)&c->items, c->n, &c->cap, sizeof(*c->items), &c->oom))
+		return;
 	c->items[c->n++] = (struct ct_copy){
 		.tuple = { ct->node[0].tuple, ct->node[1].tuple },
 		.expires = fwd_ct_expires(ct),
@@ -919,17 +930,8 @@ static void copy_exp(const struct fwd_exp *e, void *arg)
 {
 	struct exp_copies *c = arg;
 
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 64;
-		void *items = realloc(c->items, cap * sizeof(*c->items));
-
-		if (!items) {
-			c->oom = true;
-			return;
-		}
-		c->items = items;
-		c->cap = cap;
-	}
+	if (!room_for_one((void **)&c->items, c->n, &c->cap, sizeof(*c->items), &c->oom))
+		return;
 	c->items[c->n].spec = e->spec;
 	c->items[c->n].master = e->master->node[FWD_DIR_ORIG].tuple;
 	c->items[c->n++].expires = e->expires;

@@ -172,7 +172,7 @@ def load(path: str | os.PathLike) -> Config:
 
 def parse(data: dict[str, Any], source: str | None = None) -> Config:
     """Check a decoded TOML document; `source` is recorded as Config.path."""
-    sections = _read(data, "", {"conntrack": _conntrack, "queue": _queue, "policy": _policy,
+    sections = read_table(data, "", {"conntrack": _conntrack, "queue": _queue, "policy": _policy,
                                 "log": _log, "metrics": _metrics, "control": _control,
                                 "helpers": _helpers},
                      what="section")
@@ -181,12 +181,12 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
     return Config(**sections, path=source)
 
 
-def _read(data: Any, prefix: str, checks: dict[str, Callable[[Any, str], Any]],
+def read_table(data: Any, prefix: str, checks: dict[str, Callable[[Any, str], Any]],
           what: str = "key") -> dict[str, Any]:
     """Check one TOML table: a key not in `checks` is an error, the others go through their
     check(value, full key).  Returns {name: checked value} for the keys present."""
     if not isinstance(data, dict):
-        raise ConfigError(prefix, f"must be a table, got {_show(data)}")
+        raise ConfigError(prefix, f"must be a table, got {show(data)}")
     out = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
@@ -199,12 +199,12 @@ def _read(data: Any, prefix: str, checks: dict[str, Callable[[Any, str], Any]],
 # --- sections: each takes (value, key) like the value checks below ---------------------------
 
 def _conntrack(data: Any, key: str) -> ConntrackConfig:
-    ct = ConntrackConfig(**_read(data, key, {
+    ct = ConntrackConfig(**read_table(data, key, {
         "shards": _power_of_two(MAX_SHARDS),
         "buckets": _power_of_two(MAX_BUCKETS),
-        "max_entries": _integer(1, MAX_U32),
-        "gc_interval": _seconds,
-        "expect_max": _integer(1, MAX_U32),
+        "max_entries": check_integer(1, MAX_U32),
+        "gc_interval": check_seconds,
+        "expect_max": check_integer(1, MAX_U32),
         "timeouts": _timeouts,
     }))
     if ct.buckets < ct.shards:
@@ -214,20 +214,20 @@ def _conntrack(data: Any, key: str) -> ConntrackConfig:
 
 
 def _timeouts(data: Any, key: str) -> Mapping[str, float]:
-    return MappingProxyType(_read(data, key, dict.fromkeys(TIMEOUT_KEYS, _seconds)))
+    return MappingProxyType(read_table(data, key, dict.fromkeys(TIMEOUT_KEYS, check_seconds)))
 
 
 def _queue(data: Any, key: str) -> QueueConfig:
-    q = QueueConfig(**_read(data, key, {
-        "num": _integer(0, 65535),
-        "count": _integer(1, MAX_QUEUES),
-        "io": _choice(IO_BACKENDS),
-        "max_len": _integer(1, MAX_QUEUE_LEN),
-        "copy_range": _integer(MIN_COPY_RANGE, 65535),
-        "fail_open": _boolean,
-        "install_rules": _boolean,
-        "on_stop": _choice(ON_STOP),
-        "hooks": _choice_list(HOOKS),
+    q = QueueConfig(**read_table(data, key, {
+        "num": check_integer(0, 65535),
+        "count": check_integer(1, MAX_QUEUES),
+        "io": check_choice(IO_BACKENDS),
+        "max_len": check_integer(1, MAX_QUEUE_LEN),
+        "copy_range": check_integer(MIN_COPY_RANGE, 65535),
+        "fail_open": check_boolean,
+        "install_rules": check_boolean,
+        "on_stop": check_choice(ON_STOP),
+        "hooks": check_choice_list(HOOKS),
         "chain": _chain,
     }))
     if q.num + q.count > 65536:
@@ -247,19 +247,19 @@ def _queue(data: Any, key: str) -> QueueConfig:
 
 
 def _log(data: Any, key: str) -> LogConfig:
-    return LogConfig(**_read(data, key, {"level": _choice(LOG_LEVELS)}))
+    return LogConfig(**read_table(data, key, {"level": check_choice(LOG_LEVELS)}))
 
 
 def _metrics(data: Any, key: str) -> MetricsConfig:
-    return MetricsConfig(**_read(data, key, {"listen": _listen}))
+    return MetricsConfig(**read_table(data, key, {"listen": _listen}))
 
 
 def _control(data: Any, key: str) -> ControlConfig:
-    return ControlConfig(**_read(data, key, {"socket": _socket_path}))
+    return ControlConfig(**read_table(data, key, {"socket": _socket_path}))
 
 
 def _helpers(data: Any, key: str) -> HelpersConfig:
-    return HelpersConfig(**_read(data, key, {"dir": _name}))
+    return HelpersConfig(**read_table(data, key, {"dir": _name}))
 
 
 def _load_helpers(helpers: HelpersConfig, source: str | None, explicit: bool) -> HelpersConfig:
@@ -273,7 +273,7 @@ def _load_helpers(helpers: HelpersConfig, source: str | None, explicit: bool) ->
 
 
 def _policy(data: Any, key: str) -> PolicyConfig:
-    fields = _read(data, key, {"default": _choice(VERDICTS), "default_mark": _integer(0, MAX_U32),
+    fields = read_table(data, key, {"default": check_choice(VERDICTS), "default_mark": check_integer(0, MAX_U32),
                                "rule": _rules})
     rules = fields.pop("rule", ())  # [[policy.rule]] entries, one at a time in the file
     return PolicyConfig(**fields, rules=rules)
@@ -281,23 +281,23 @@ def _policy(data: Any, key: str) -> PolicyConfig:
 
 def _rules(data: Any, key: str) -> tuple[RuleConfig, ...]:
     if not isinstance(data, list):
-        raise ConfigError(key, f"must be an array of tables, written [[{key}]], got {_show(data)}")
+        raise ConfigError(key, f"must be an array of tables, written [[{key}]], got {show(data)}")
     rules = tuple(_rule(raw, f"{key}[{i}]", i) for i, raw in enumerate(data))
     first: dict[str, int] = {}  # rule name -> index of the first rule that has it
     for i, rule in enumerate(rules):
         j = first.setdefault(rule.name, i)
         if j != i:
             raise ConfigError(f"{key}[{i}].name",
-                              f"{_show(rule.name)} is already the name of {key}[{j}]")
+                              f"{show(rule.name)} is already the name of {key}[{j}]")
     return rules
 
 
 def _rule(data: Any, key: str, i: int) -> RuleConfig:
-    f = _read(data, key, {
-        "name": _name, "ct_state": _choice_list(STATE_NAMES), "proto": _proto,
-        "family": _choice((4, 6)), "src": _network, "dst": _network,
-        "sport": _ports, "dport": _ports, "iif": _ifname, "oif": _ifname,
-        "verdict": _choice(VERDICTS), "mark": _integer(0, MAX_U32),
+    f = read_table(data, key, {
+        "name": _name, "ct_state": check_choice_list(STATE_NAMES), "proto": check_proto,
+        "family": check_choice((4, 6)), "src": check_network, "dst": check_network,
+        "sport": check_ports, "dport": check_ports, "iif": _ifname, "oif": _ifname,
+        "verdict": check_choice(VERDICTS), "mark": check_integer(0, MAX_U32),
     })
     if "verdict" not in f:
         raise ConfigError(f"{key}.verdict", 'is required: "accept" or "drop"')
@@ -315,7 +315,7 @@ def _rule(data: Any, key: str, i: int) -> RuleConfig:
     f["family"] = family
     proto = f.get("proto")
     if proto in _PROTO_FAMILY and family not in (None, _PROTO_FAMILY[proto]):
-        raise ConfigError(f"{key}.proto", f"{_show(data['proto'])} exists only for IPv"
+        raise ConfigError(f"{key}.proto", f"{show(data['proto'])} exists only for IPv"
                                           f"{_PROTO_FAMILY[proto]}, but {family_from}")
     for k in ("sport", "dport"):
         if k in f and proto not in PORT_PROTOCOLS:
@@ -324,9 +324,10 @@ def _rule(data: Any, key: str, i: int) -> RuleConfig:
     return RuleConfig(**f)
 
 
-# --- value checks: each takes (value, key) and returns the checked value ----------------------
+# --- value checks: each takes (value, key) and returns the checked value; fwd.helper_config and
+# fwd.control check their input with the same ones, so the same syntax gives the same errors ----
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     """A value the way the TOML file spells it, for messages."""
     if isinstance(value, dict):
         return "a table"
@@ -335,10 +336,10 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _integer(lo: int, hi: int) -> Callable[[Any, str], int]:
+def check_integer(lo: int, hi: int) -> Callable[[Any, str], int]:
     def check(value: Any, key: str) -> int:
         if type(value) is not int or not lo <= value <= hi:
-            raise ConfigError(key, f"must be an integer {lo}..{hi}, got {_show(value)}")
+            raise ConfigError(key, f"must be an integer {lo}..{hi}, got {show(value)}")
         return value
     return check
 
@@ -346,48 +347,48 @@ def _integer(lo: int, hi: int) -> Callable[[Any, str], int]:
 def _power_of_two(hi: int) -> Callable[[Any, str], int]:
     def check(value: Any, key: str) -> int:
         if type(value) is not int or not 1 <= value <= hi or value & (value - 1):
-            raise ConfigError(key, f"must be a power of two from 1 to {hi}, got {_show(value)}")
+            raise ConfigError(key, f"must be a power of two from 1 to {hi}, got {show(value)}")
         return value
     return check
 
 
-def _seconds(value: Any, key: str) -> float:
+def check_seconds(value: Any, key: str) -> float:
     if (type(value) not in (int, float) or not math.isfinite(value)
             or not 0 < value <= MAX_SECONDS):
         raise ConfigError(key, f"must be a number of seconds > 0 and <= {MAX_SECONDS}, "
-                               f"got {_show(value)}")
+                               f"got {show(value)}")
     return float(value)
 
 
-def _boolean(value: Any, key: str) -> bool:
+def check_boolean(value: Any, key: str) -> bool:
     if type(value) is not bool:
-        raise ConfigError(key, f"must be true or false, got {_show(value)}")
+        raise ConfigError(key, f"must be true or false, got {show(value)}")
     return value
 
 
 def _allowed(choices: tuple) -> str:
-    return ", ".join(_show(c) for c in choices)
+    return ", ".join(show(c) for c in choices)
 
 
-def _choice(choices: tuple) -> Callable[[Any, str], Any]:
+def check_choice(choices: tuple) -> Callable[[Any, str], Any]:
     def check(value: Any, key: str) -> Any:
         # The type test keeps 4.0 and true from passing as 4 and 1.
         if value not in choices or type(value) not in {type(c) for c in choices}:
-            raise ConfigError(key, f"must be one of {_allowed(choices)}, got {_show(value)}")
+            raise ConfigError(key, f"must be one of {_allowed(choices)}, got {show(value)}")
         return value
     return check
 
 
-def _choice_list(choices: tuple) -> Callable[[Any, str], tuple]:
+def check_choice_list(choices: tuple) -> Callable[[Any, str], tuple]:
     def check(value: Any, key: str) -> tuple:
         if not isinstance(value, list) or not value:
             raise ConfigError(key, f"must be a non-empty list of {_allowed(choices)}, "
-                                   f"got {_show(value)}")
+                                   f"got {show(value)}")
         items: list = []
         for i, item in enumerate(value):
-            _choice(choices)(item, f"{key}[{i}]")
+            check_choice(choices)(item, f"{key}[{i}]")
             if item in items:
-                raise ConfigError(f"{key}[{i}]", f"{_show(item)} is listed twice")
+                raise ConfigError(f"{key}[{i}]", f"{show(item)} is listed twice")
             items.append(item)
         return tuple(items)
     return check
@@ -395,7 +396,7 @@ def _choice_list(choices: tuple) -> Callable[[Any, str], tuple]:
 
 def _name(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(key, f"must be a non-empty string, got {_show(value)}")
+        raise ConfigError(key, f"must be a non-empty string, got {show(value)}")
     if any(c in '"\\' or ord(c) < 0x20 for c in value):
         raise ConfigError(key, "must not contain quotes, backslashes or control characters "
                                "(it appears in logs and metrics as it is)")
@@ -405,10 +406,10 @@ def _name(value: Any, key: str) -> str:
 def _chain(value: Any, key: str) -> str:
     if not isinstance(value, str) or not _CHAIN_RE.fullmatch(value):
         raise ConfigError(key, "must be an iptables chain name: 1-28 characters from "
-                               f"A-Z a-z 0-9 _ -, not starting with -, got {_show(value)}")
+                               f"A-Z a-z 0-9 _ -, not starting with -, got {show(value)}")
     if value in RESERVED_CHAINS:
         raise ConfigError(key, "must not be a built-in chain or target "
-                               f"({', '.join(RESERVED_CHAINS)}), got {_show(value)}")
+                               f"({', '.join(RESERVED_CHAINS)}), got {show(value)}")
     return value
 
 
@@ -416,7 +417,7 @@ def _ifname(value: Any, key: str) -> str:
     if (not isinstance(value, str) or not _IFNAME_RE.fullmatch(value) or value in (".", "..")
             or len(value.encode()) > 15):
         raise ConfigError(key, "must be an interface name: 1-15 characters without '/', ':' "
-                               f"or spaces, got {_show(value)}")
+                               f"or spaces, got {show(value)}")
     return value
 
 
@@ -439,7 +440,7 @@ def _host_port(value: str) -> tuple[str, int] | None:
 def _listen(value: Any, key: str) -> str:
     if value != "" and not (isinstance(value, str) and _host_port(value)):
         raise ConfigError(key, 'must be "host:port" (IPv6: "[address]:port", port 1..65535) '
-                               f'or "" (off), got {_show(value)}')
+                               f'or "" (off), got {show(value)}')
     return value
 
 
@@ -448,20 +449,20 @@ def _socket_path(value: Any, key: str) -> str:
                             and not value.endswith("/") and "\0" not in value
                             and len(value.encode()) <= MAX_SOCKET_PATH):
         raise ConfigError(key, f"must be an absolute file path of at most {MAX_SOCKET_PATH} "
-                               f'bytes or "" (off), got {_show(value)}')
+                               f'bytes or "" (off), got {show(value)}')
     return value
 
 
-def _proto(value: Any, key: str) -> int:
+def check_proto(value: Any, key: str) -> int:
     if isinstance(value, str) and value in PROTOCOLS:
         return PROTOCOLS[value]
     if type(value) is int and 0 <= value <= 255:
         return value
     raise ConfigError(key, f"must be one of {_allowed(tuple(PROTOCOLS))} or a protocol number "
-                           f"0..255, got {_show(value)}")
+                           f"0..255, got {show(value)}")
 
 
-def _ports(value: Any, key: str) -> tuple[int, int]:
+def check_ports(value: Any, key: str) -> tuple[int, int]:
     ports = None
     if type(value) is int:
         ports = (value, value)
@@ -469,14 +470,14 @@ def _ports(value: Any, key: str) -> tuple[int, int]:
         ports = (int(m[1]), int(m[2]))
     if ports is None or not 0 <= ports[0] <= ports[1] <= 65535:
         raise ConfigError(key, 'must be a port 0..65535 or a range "lo-hi" with lo <= hi, '
-                               f"got {_show(value)}")
+                               f"got {show(value)}")
     return ports
 
 
-def _network(value: Any, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def check_network(value: Any, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     allowed = 'an IPv4 or IPv6 address or CIDR network such as "10.0.0.0/8" or "fd00::/8"'
     if not isinstance(value, str):
-        raise ConfigError(key, f"must be {allowed}, got {_show(value)}")
+        raise ConfigError(key, f"must be {allowed}, got {show(value)}")
     try:
         return ipaddress.ip_network(value)
     except ValueError:
@@ -484,5 +485,5 @@ def _network(value: Any, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6Netw
     try:
         network = ipaddress.ip_network(value, strict=False)
     except ValueError:
-        raise ConfigError(key, f"must be {allowed}, got {_show(value)}") from None
-    raise ConfigError(key, f"{_show(value)} has host bits set; the network is \"{network}\"")
+        raise ConfigError(key, f"must be {allowed}, got {show(value)}") from None
+    raise ConfigError(key, f"{show(value)} has host bits set; the network is \"{network}\"")

@@ -72,9 +72,9 @@ class Filter:
         networks, ports or "lo-hi" ranges; states in any case."""
         if isinstance(data, dict) and isinstance(data.get("state"), str):
             data = {**data, "state": data["state"].upper()}
-        return cls(**config._read(data, "filter", {
-            "proto": config._proto, "src": config._network, "dst": config._network,
-            "sport": config._ports, "dport": config._ports, "state": config._choice(STATES),
+        return cls(**config.read_table(data, "filter", {
+            "proto": config.check_proto, "src": config.check_network, "dst": config.check_network,
+            "sport": config.check_ports, "dport": config.check_ports, "state": config.check_choice(STATES),
         }))
 
     def empty(self) -> bool:

@@ -115,13 +115,13 @@ def load_file(path: str) -> HelperConfig:
 def parse(name: str, data: dict[str, Any], path: str = "") -> HelperConfig:
     module = load(name)
     key = f"helpers.{name}"
-    knob_checks = {k: cfgmod._seconds if kind == "seconds" else cfgmod._boolean
+    knob_checks = {k: cfgmod.check_seconds if kind == "seconds" else cfgmod.check_boolean
                    for k, (kind, _d) in module.KNOBS.items()}
-    fields = cfgmod._read(data, key, {
-        "enabled": cfgmod._boolean,
+    fields = cfgmod.read_table(data, key, {
+        "enabled": cfgmod.check_boolean,
         "ports": _port_list,
-        "transports": cfgmod._choice_list(module.TRANSPORTS),
-        "on_error": cfgmod._choice(cfgmod.VERDICTS),
+        "transports": cfgmod.check_choice_list(module.TRANSPORTS),
+        "on_error": cfgmod.check_choice(cfgmod.VERDICTS),
         "policy": lambda v, k: _policy(module, v, k),
         **knob_checks,
     })
@@ -140,15 +140,15 @@ def parse(name: str, data: dict[str, Any], path: str = "") -> HelperConfig:
 def _port_list(value: Any, key: str) -> tuple[tuple[int, int], ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(key, f"must be a non-empty list of ports or \"lo-hi\" ranges, got "
-                               f"{cfgmod._show(value)}")
-    return tuple(cfgmod._ports(v, f"{key}[{i}]") for i, v in enumerate(value))
+                               f"{cfgmod.show(value)}")
+    return tuple(cfgmod.check_ports(v, f"{key}[{i}]") for i, v in enumerate(value))
 
 
 def _policy(module: ModuleType, value: Any, key: str) -> Mapping[str, tuple[int, float]]:
     policy = dict(module.DEFAULT_POLICY)
-    for cls, table in cfgmod._read(value, key, {c: lambda v, k: v for c in module.CLASSES},
+    for cls, table in cfgmod.read_table(value, key, {c: lambda v, k: v for c in module.CLASSES},
                                    what="expectation class").items():
-        got = cfgmod._read(table, f"{key}.{cls}", {
-            "max_expected": cfgmod._integer(0, 65535), "timeout": cfgmod._seconds})
+        got = cfgmod.read_table(table, f"{key}.{cls}", {
+            "max_expected": cfgmod.check_integer(0, 65535), "timeout": cfgmod.check_seconds})
         policy[cls] = (got.get("max_expected", policy[cls][0]), got.get("timeout", policy[cls][1]))
     return MappingProxyType(policy)
