@@ -4,8 +4,10 @@ Builds client -- fw -- server namespaces (fwd.netns), runs `fwd run` in fw with 
 (the daemon installs its NFQUEUE rules there, and only there), optionally captures what enters
 fw with tcpdump, sends a few bounded exchanges, then shows per step what the daemon decided
 (from its verdict log) next to what the endpoints saw.  The policy accepts new connections from
-the client side and established/related packets, and drops the rest.  Its rules name addresses,
-not interfaces, so `fwd replay` of the capture with the same config decides like the daemon.
+the client side, SIP signalling and established/related packets, and drops the rest; a SIP call
+(sipp) from the server side shows its media passing only as RELATED, through the pinholes the
+SIP helper (helpers.d/sip.toml next to the config) opens.  Its rules name addresses, not
+interfaces, so `fwd replay` of the capture with the same config decides like the daemon.
 Everything started is stopped and the namespaces are deleted, also on failure or Ctrl-C.
 Exit 0 iff every step behaved as expected.
 """
@@ -18,12 +20,14 @@ import json
 import os
 import select
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from fwd import replay
@@ -37,6 +41,17 @@ PROBE_TIMEOUT = 2.0   # seconds a probe waits for an answer
 READY_TIMEOUT = 15.0  # seconds a started process may take to get ready
 PEER_LIFETIME = 120.0  # echo servers end by themselves after this, should nobody stop them
 MESSAGE = b"fwd lab\n"
+# The SIP call: sipp's built-in scenarios, the caller's RTP from Debian's sip-tester samples
+# (its uac_pcap scenario reads pcap/g711a.pcap and pcap/dtmf_2833_1.pcap).
+SIP_PORT, UAS_MEDIA, UAC_MEDIA = 5060, 16000, 18000
+SIPP_PCAPS = "/usr/share/sip-tester"
+SIP_CALL_TIMEOUT = 30  # seconds sipp may take for the call (about 10 with those samples)
+SIP_HELPER_CONFIG = """\
+# Written by `fwd lab`: the SIP helper reads SIP over UDP to port 5060 and opens pinholes for
+# the media each call announces.
+ports = [5060]
+transports = ["udp"]
+"""
 
 LAB_CONFIG = f"""\
 # Written by `fwd lab`.  Rules name addresses only (no interfaces), so that `fwd replay` of a
@@ -60,6 +75,13 @@ verdict = "accept"
 name = "client-out"
 ct_state = ["new"]
 src = "{ipaddress.ip_interface(f'{CLIENT4}/24').network}"
+verdict = "accept"
+
+[[policy.rule]]
+name = "sip-signalling"
+ct_state = ["new"]
+proto = "udp"
+dport = {SIP_PORT}
 verdict = "accept"
 """
 
@@ -114,7 +136,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verdict-log", metavar="FILE",
                         help="keep the daemon's verdict log in FILE")
     parser.add_argument("--write-config", metavar="FILE",
-                        help="write the lab's fwd config to FILE (and keep it)")
+                        help="write the lab's fwd config to FILE, and helpers.d/sip.toml next "
+                             "to it (and keep them)")
 
 
 # --- inside the namespaces --------------------------------------------------------------------
@@ -270,16 +293,45 @@ def _probe(lab: Lab, step: Step) -> str:
     return done.stdout.strip() or f"probe failed: {done.stderr.strip()}"
 
 
+def _sip_call(lab: Lab, workdir: str) -> str:
+    """A call from a sipp UAC in the server namespace to a sipp UAS (-rtp_echo) in the client
+    namespace, RTP from the UAC's samples; "call completed" or what went wrong."""
+    if not shutil.which("sipp"):
+        return "sipp not found (install Debian's sip-tester)"
+    common = ["-m", "1", "-nostdin", "-timeout", f"{SIP_CALL_TIMEOUT}s", "-timeout_error"]
+    uas = lab.start("sipp UAS", "client", ["sipp", "-sn", "uas", "-rtp_echo", "-i", CLIENT4,
+                                          "-p", str(SIP_PORT), "-mp", str(UAS_MEDIA), *common],
+                    signal.SIGTERM, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not lab.run("client", ["ss", "-H", "-lnu", "sport", "=", f":{SIP_PORT}"]).stdout:
+        if uas.poll() is not None or time.monotonic() > deadline:
+            return f"the sipp UAS did not start (status {uas.poll()})"
+        time.sleep(0.1)
+    os.symlink(SIPP_PCAPS, os.path.join(workdir, "pcap"))  # where uac_pcap looks
+    try:
+        uac = lab.topo.run(lab.ns("server"), [
+            "sipp", f"{CLIENT4}:{SIP_PORT}", "-sn", "uac_pcap", "-i", SERVER4, "-p",
+            str(SIP_PORT), "-mp", str(UAC_MEDIA), *common], check=False, cwd=workdir,
+            stdin=subprocess.DEVNULL, timeout=SIP_CALL_TIMEOUT + 10)
+    except subprocess.TimeoutExpired:
+        return f"the sipp UAC did not end within {SIP_CALL_TIMEOUT + 10} s"
+    # The UAC succeeds once its BYE is answered (the UAS lingers for retransmissions: stopped).
+    if uac.returncode == 0:
+        return "call completed"
+    return f"sipp UAC exited with status {uac.returncode}: {uac.stdout[-600:].strip()}"
+
+
 @dataclass
 class LabRun:
     outcomes: list[str]  # what each step's probe reported, in STEPS order
+    sip_call: str        # the SIP call's outcome
     daemon_status: int   # fwd run's exit status
     capture_stats: str   # tcpdump's closing counts ("" without a capture)
     table: subprocess.CompletedProcess  # `fwd ctl conntrack list` after the last step
 
 
 def run_lab(cfg_path: str, verdict_log: str, daemon_log: str, capture: str | None,
-            control_socket: str) -> LabRun:
+            control_socket: str, workdir: str) -> LabRun:
     """Set up, run every step, read the daemon's connection table, tear down."""
     lab = Lab()
     try:
@@ -298,13 +350,14 @@ def run_lab(cfg_path: str, verdict_log: str, daemon_log: str, capture: str | Non
                                signal.SIGTERM, stdout=subprocess.PIPE)
             _wait_output(server, server.stdout, b"ready", f"echo server in {role}")
         outcomes = [_probe(lab, step) for step in STEPS]
+        sip_call = _sip_call(lab, workdir)
         table = lab.run("fw", [sys.executable, "-m", "fwd", "ctl", "--socket", control_socket,
                                "conntrack", "list"])
     finally:
         lab.close()
     # What tcpdump says on exit: packets captured, received by filter, dropped by kernel.
     capture_stats = tcpdump.stderr.read().decode(errors="replace").split("\n") if capture else []
-    return LabRun(outcomes, lab.returncodes["fwd run"],
+    return LabRun(outcomes, sip_call, lab.returncodes["fwd run"],
                   ", ".join(line for line in capture_stats if line.strip()), table)
 
 
@@ -315,10 +368,12 @@ def _read_text(path: str) -> str:
         return f.read()
 
 
-def _step_of(info: replay.PacketInfo | None) -> Step | None:
+def _step_of(info: replay.PacketInfo | None) -> Step | str | None:
     """The step a packet belongs to: by protocol and fixed port (of the quoted packet for an
-    ICMP error)."""
+    ICMP error); "sip" for the SIP call's."""
     flow = info and (info.inner or info)
+    if flow and flow.proto == 17 and {SIP_PORT, UAS_MEDIA, UAC_MEDIA} & {flow.sport, flow.dport}:
+        return "sip"
     for step in STEPS:
         if flow and flow.proto == step.proto and (step.port is None
                                                   or step.port in (flow.sport, flow.dport)):
@@ -326,11 +381,11 @@ def _step_of(info: replay.PacketInfo | None) -> Step | None:
     return None
 
 
-def report(outcomes: list[str], verdict_lines: list[str]) -> bool:
+def report(outcomes: list[str], sip_call: str, verdict_lines: list[str]) -> bool:
     """Print each step's outcome and fwd's decisions for its packets; True if all went as
     expected."""
     entries = [json.loads(line) for line in verdict_lines]
-    by_step: dict[Step | None, list[dict]] = {}
+    by_step: dict[Step | str | None, list[dict]] = {}
     for entry in entries:
         l3 = bytes.fromhex(entry["pkt"])
         entry["summary"] = replay.summarize(l3)
@@ -346,6 +401,7 @@ def report(outcomes: list[str], verdict_lines: list[str]) -> bool:
               f" fwd must {step.verdict} it as {'/'.join(step.states)}")
         _print_entries(seen or [{"verdict": "-", "state": "-", "rule": None,
                                  "summary": "(no packet reached fwd)"}])
+    all_ok &= _report_sip(sip_call, by_step.get("sip", []))
     if None in by_step:
         print("other packets fwd saw:")
         _print_entries(by_step[None])
@@ -353,6 +409,32 @@ def report(outcomes: list[str], verdict_lines: list[str]) -> bool:
     print(f"verdict log: {len(entries)} packets, {accepted} accepted, "
           f"{len(entries) - accepted} dropped")
     return all_ok
+
+
+def _report_sip(outcome: str, seen: list[dict]) -> bool:
+    """The SIP call: its outcome, fwd's decisions on the signalling, and on the media (which
+    only a pinhole lets in: its first packet must be RELATED)."""
+    def is_signalling(e: dict) -> bool:
+        info = replay.parse_packet(bytes.fromhex(e["pkt"]))
+        flow = info.inner or info
+        return SIP_PORT in (flow.sport, flow.dport)
+
+    signalling = [e for e in seen if is_signalling(e)]
+    media = [e for e in seen if not is_signalling(e)]
+    ok = (outcome == "call completed" and bool(signalling) and bool(media)
+          and all(e["verdict"] == "accept" for e in seen)
+          and media[0]["state"] == "related"
+          and {e["state"] for e in media} <= {"related", "established"})
+    print(f"[{'ok' if ok else 'FAIL'}] SIP call with RTP, sipp server -> client (echoed back): "
+          f"{outcome}; fwd must accept the signalling, and the media only as related")
+    _print_entries(signalling or [{"verdict": "-", "state": "-", "rule": None,
+                                   "summary": "(no signalling reached fwd)"}])
+    _print_entries(media[:1])
+    counts = Counter((e["verdict"], e["state"]) for e in media[1:])
+    print(f"       ... and {len(media[1:])} more media packets: " +
+          (", ".join(f"{n} {verdict} {state}" for (verdict, state), n in counts.items())
+           or "none"))
+    return ok
 
 
 def _print_entries(entries: list[dict]) -> None:
@@ -367,20 +449,24 @@ def main(args: argparse.Namespace) -> int:
         control_socket = os.path.join(tmp, "fwd.sock")  # for `fwd ctl`
         with open(cfg_path, "w") as f:
             f.write(f'{LAB_CONFIG}\n[control]\nsocket = "{control_socket}"\n')
+        helpers_dir = os.path.join(os.path.dirname(os.path.abspath(cfg_path)), "helpers.d")
+        os.makedirs(helpers_dir, exist_ok=True)
+        with open(os.path.join(helpers_dir, "sip.toml"), "w") as f:
+            f.write(SIP_HELPER_CONFIG)
         verdict_log = os.path.abspath(args.verdict_log or os.path.join(tmp, "verdicts.jsonl"))
         open(verdict_log, "w").close()  # the daemon appends: start empty
         daemon_log = os.path.join(tmp, "fwd-run.log")
         capture = args.capture and os.path.abspath(args.capture)
         try:
             run = run_lab(os.path.abspath(cfg_path), verdict_log, daemon_log, capture,
-                          control_socket)
+                          control_socket, tmp)
         except LabError as err:
             print(f"fwd lab: {err}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("fwd lab: interrupted; everything started was stopped", file=sys.stderr)
             return 130
-        ok = report(run.outcomes, _read_text(verdict_log).splitlines())
+        ok = report(run.outcomes, run.sip_call, _read_text(verdict_log).splitlines())
         print("\nfwd's connection table after the last step (fwd ctl conntrack list):")
         print(run.table.stdout + run.table.stderr, end="")
         if run.table.returncode != 0:

@@ -4,7 +4,9 @@ Each frame loses its link layer (Ethernet with VLAN tags, Linux cooked SLL/SLL2 
 `tcpdump -i any`, raw IP); non-IP frames (ARP, ...) are skipped and counted.  The IP packets go
 to the engine in batches with the capture's timestamps as the clock, and the GC runs as that
 clock advances, so the verdicts and states are those a daemon with the same config would have
-given.  Interfaces are unknown offline: a rule naming one never matches.
+given.  Interfaces are unknown offline: a rule naming one never matches.  The config's protocol
+helpers (helpers.d next to it) read the signalling as the daemon's would; every expectation they
+create is recorded, and each RELATED packet is shown with the expectation it matched.
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ class Decision:
     verdict: str      # "accept" | "drop"
     state: str        # one of _core.STATE_NAMES
     rule: str | None  # name of the matching rule, None for the default verdict
+    exp_id: int       # journal id of the expectation a RELATED packet matched, 0 if none
 
 
 class Replayer:
@@ -185,6 +188,7 @@ class Replayer:
         self.next_gc: float | None = None
         self.now = 0.0
         self.packets = self.accepted = self.dropped = self.skipped = 0
+        self.journal: dict[int, dict] = {}  # expectations created so far, by id
 
     def run(self, frames: Iterable[tuple[float | None, int, bytes]]) -> Iterator[Decision]:
         batch: list[tuple[int, bytes]] = []
@@ -209,14 +213,14 @@ class Replayer:
     def _decide(self, batch: list[tuple[int, bytes]], now: float) -> Iterator[Decision]:
         self._gc(now)
         self.now = now
-        results = self.engine.process([(l3, 0, 0) for _index, l3 in batch], now)
-        for (index, l3), (verdict, _mark, state, rule) in zip(batch, results):
+        results = self.engine.process([(l3, 0, 0) for _index, l3 in batch], now, detail=True)
+        for (index, l3), (verdict, _mark, state, rule, exp_id) in zip(batch, results):
             accepted = verdict == _core.VERDICT_ACCEPT
             self.packets += 1
             self.accepted += accepted
             self.dropped += not accepted
             yield Decision(index, l3, "accept" if accepted else "drop", _core.STATE_NAMES[state],
-                           self.rule_names[rule] if rule >= 0 else None)
+                           self.rule_names[rule] if rule >= 0 else None, exp_id)
 
     def _gc(self, now: float) -> None:
         """Run a GC pass whenever the capture clock crosses a gc_interval, as the daemon would."""
@@ -225,6 +229,14 @@ class Replayer:
         if self.next_gc is not None:
             self.engine.gc(now, self.gc_budget)
         self.next_gc = now + self.gc_interval
+
+    def expectation(self, exp_id: int) -> dict | None:
+        """What expectation `exp_id` was (helper, class, proto, family, src, dst, sport, dport,
+        flags, id; None where wildcarded), or None for 0."""
+        if exp_id and exp_id not in self.journal:  # a new one: the journal only grows
+            self.journal = {x["id"]: {k: v for k, v in x.items() if k != "end"}
+                            for x in self.engine.expectations_created()}
+        return self.journal.get(exp_id)
 
     def connections(self) -> list[dict]:
         """The final table, each connection as proto (name), src, dst, sport, dport, state."""
@@ -239,6 +251,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(args.config)
         eng = engine.create_engine(cfg)
+        eng.expect_journal(True)
         # Offline no interface exists: names resolve to an index no packet has.
         rule_names = engine.configure(eng, cfg, resolve_ifindex=lambda _name: 0xFFFFFFFF)
     except config.ConfigError as err:
@@ -247,20 +260,30 @@ def main(args: argparse.Namespace) -> int:
     replayer = Replayer(eng, rule_names, cfg)
     try:
         for d in replayer.run(read_frames(args.capture)):
+            # A RELATED packet names what let it in: an expectation (and its helper), or
+            # none (an ICMP error about a tracked connection).
+            exp = replayer.expectation(d.exp_id) if d.state == "related" else None
             if args.json:
-                print(json.dumps({"index": d.index, "verdict": d.verdict, "state": d.state,
-                                  "rule": d.rule}))
+                record = {"index": d.index, "verdict": d.verdict, "state": d.state,
+                          "rule": d.rule}
+                if d.state == "related":
+                    record.update(helper=exp and exp["helper"], expectation=exp)
+                print(json.dumps(record))
             else:
+                via = f" (via {_describe(exp)})" if exp else ""
                 print(f"{d.index:6d} {d.verdict:6s} {d.state:11s} {d.rule or '(default)':16s} "
-                      f"{summarize(d.l3)}")
+                      f"{summarize(d.l3)}{via}")
     except CaptureError as err:
         print(f"fwd replay: {args.capture}: {err}", file=sys.stderr)
         return EXIT_CAPTURE
     conns = replayer.connections()
+    # Each with how it ended: "matched", "expired", "flushed", "evicted" or still "live".
+    created = eng.expectations_created()
     if args.json:
         print(json.dumps({"summary": True, "packets": replayer.packets,
                           "accepted": replayer.accepted, "dropped": replayer.dropped,
-                          "skipped": replayer.skipped, "connections": conns}))
+                          "skipped": replayer.skipped, "connections": conns,
+                          "expectations_created": created}))
         return 0
     print(f"{replayer.packets} packets: {replayer.accepted} accepted, {replayer.dropped} dropped;"
           f" {replayer.skipped} non-IP frames skipped")
@@ -271,4 +294,16 @@ def main(args: argparse.Namespace) -> int:
         else:
             flow = f"{_endpoint(c['src'], c['sport'])} -> {_endpoint(c['dst'], c['dport'])}"
         print(f"  {c['proto']:6s} {flow} {c['state']}")
+    print(f"{len(created)} expectations created:")
+    for x in created:
+        print(f"  {_describe(x)} {x['end']}")
     return 0
+
+
+def _describe(x: dict) -> str:
+    """An expectation in one line, e.g. "#3 sip audio udp 10.0.0.1:* -> 10.0.0.2:6000"."""
+    src = "*" if x["src"] is None else x["src"]
+    sport = "*" if x["sport"] is None else x["sport"]
+    flags = f" [{','.join(x['flags'])}]" if x["flags"] else ""
+    return (f"#{x['id']} {x['helper']} {x['class']} {x['proto']} {_endpoint(src, sport)} -> "
+            f"{_endpoint(x['dst'], x['dport'])}{flags}")

@@ -120,7 +120,8 @@ def test_json_shape_and_skipped_frames(tmp_path, capsys, config):
     assert all(set(r) == {"index", "verdict", "state", "rule"} for r in records)
     assert decisions(records) == [("accept", "new", "client-out"), ("drop", "new", None)]
     assert set(summary) == {"summary", "packets", "accepted", "dropped", "skipped",
-                            "connections"}
+                            "connections", "expectations_created"}
+    assert summary["expectations_created"] == []  # no helper configured
     assert (summary["packets"], summary["accepted"], summary["dropped"],
             summary["skipped"]) == (2, 1, 1, 2)
     assert {c["proto"] for c in summary["connections"]} == {"tcp"}  # the dropped one is not kept

@@ -52,7 +52,7 @@ def test_lab_then_replay_agrees_with_daemon(tmp_path):
               "--write-config", config, timeout=120)
     report = lab.stdout + lab.stderr
     assert lab.returncode == 0, report
-    assert report.count("[ok]") == 5 and "[FAIL]" not in report, report
+    assert report.count("[ok]") == 6 and "[FAIL]" not in report, report
     assert ", 0 packets dropped by kernel" in report, report  # the capture is complete
 
     live = [json.loads(line) for line in Path(verdict_log).read_text().splitlines()]
