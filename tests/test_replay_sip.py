@@ -9,46 +9,16 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 
 from fwd import cli
-from tests.sipmsg import A, B, request, response, sdp
+from tests.sipmsg import A, B, SIP_HELPER_TOML, SIP_POLICY, request, response, sdp
 from tests.test_replay import replay_json, write_capture
-
-CONFIG = """\
-[policy]
-default = "drop"
-
-[[policy.rule]]
-name = "stateful"
-ct_state = ["established", "related"]
-verdict = "accept"
-
-[[policy.rule]]
-name = "sip-udp"
-ct_state = ["new"]
-proto = "udp"
-dport = 5060
-verdict = "accept"
-
-[[policy.rule]]
-name = "sip-tcp"
-ct_state = ["new"]
-proto = "tcp"
-dport = 5060
-verdict = "accept"
-"""
-
-SIP_HELPER = """\
-ports = [5060]
-transports = ["udp", "tcp"]
-"""
-
 
 @pytest.fixture
 def config(tmp_path):
     """The config file, with helpers.d/sip.toml next to it."""
     (tmp_path / "helpers.d").mkdir()
-    (tmp_path / "helpers.d" / "sip.toml").write_text(SIP_HELPER)
+    (tmp_path / "helpers.d" / "sip.toml").write_text(SIP_HELPER_TOML)
     path = tmp_path / "fwd.toml"
-    path.write_text(CONFIG)
+    path.write_text(SIP_POLICY)
     return str(path)
 
 

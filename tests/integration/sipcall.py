@@ -32,12 +32,6 @@ SIPP_TIMEOUT = 12                   # seconds any sipp run may last (-timeout)
 RTP_PACKETS, RTP_INTERVAL = 10, 0.02
 ADDRS = {4: (CLIENT4, SERVER4), 6: (CLIENT6, SERVER6)}
 # helpers.d/sip.toml for fwd: the SIP helper on the call's signalling, kernel-like defaults.
-SIP_HELPER_TOML = """\
-ports = [5060]
-transports = ["udp", "tcp"]
-"""
-
-
 def write_rtp_pcap(path: Path) -> None:
     """RTP to the lowest UDP port of the file and RTCP to the next one: sipp sends them from
     [media_port] (+1) to the announced port (+1) with the file's timing.  An RTCP sender report

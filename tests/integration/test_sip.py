@@ -11,31 +11,9 @@ import pytest
 
 from fwd import control
 from tests.integration.conftest import Verdict
-from tests.integration.sipcall import SIP_HELPER_TOML, UAC_MEDIA, UAS_MEDIA, SipCall
+from tests.integration.sipcall import UAC_MEDIA, UAS_MEDIA, SipCall
+from tests.sipmsg import SIP_HELPER_TOML, SIP_POLICY as POLICY
 
-POLICY = """
-[policy]
-default = "drop"
-
-[[policy.rule]]
-name = "stateful"
-ct_state = ["established", "related"]
-verdict = "accept"
-
-[[policy.rule]]
-name = "sip-udp"
-ct_state = ["new"]
-proto = "udp"
-dport = 5060
-verdict = "accept"
-
-[[policy.rule]]
-name = "sip-tcp"
-ct_state = ["new"]
-proto = "tcp"
-dport = 5060
-verdict = "accept"
-"""
 
 
 def flow(src: str, dst: str, dport: int, sport: int | None = None):

@@ -26,9 +26,8 @@ import pytest
 
 from fwd import cli, helper_config
 from fwd.lab import TCPDUMP_OPTIONS
-from tests.integration.sipcall import (ADDRS, SIP_HELPER_TOML, SIP_PORT, UAC_MEDIA,
-                                      UAS_MEDIA, SipCall, send_sip)
-from tests.sipmsg import request, sdp
+from tests.integration.sipcall import ADDRS, SIP_PORT, UAC_MEDIA, UAS_MEDIA, SipCall, send_sip
+from tests.sipmsg import SIP_HELPER_TOML, request, sdp
 
 # The kernel numbers its SIP expectation classes as fwd's helper does (SIP_EXPECT_*).
 CLASSES = helper_config.load("sip").CLASSES
