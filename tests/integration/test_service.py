@@ -377,3 +377,72 @@ def test_health_check(tmp_path, monkeypatch):
     assert asyncio.run(check()) == [
         None, None, None, "queue socket not drained since the last check", None,
         "queue 0 is not bound", f"{table}: No such file or directory", "task gc ended"]
+
+
+# Run in a namespace: SECONDS HOST PORT...: count the UDP datagrams to each HOST:PORT for
+# SECONDS; print "ready" once bound, then {port: count} as JSON.
+UDP_COUNTER = """
+import json, select, socket, sys, time
+secs, host, ports = float(sys.argv[1]), sys.argv[2], [int(p) for p in sys.argv[3:]]
+socks = []
+for p in ports:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, p)); socks.append(s)
+print("ready", flush=True)
+got, end = dict.fromkeys(ports, 0), time.monotonic() + secs
+while (left := end - time.monotonic()) > 0:
+    for s in select.select(socks, [], [], left)[0]:
+        s.recv(2048); got[s.getsockname()[1]] += 1
+print(json.dumps(got))
+"""
+# DST DPORT SPORT COUNT PAYLOAD: send COUNT datagrams from port SPORT (0: any) to DST:DPORT.
+UDP_SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("", int(sys.argv[3])))
+for _ in range(int(sys.argv[4])): s.sendto(sys.argv[5].encode("latin-1"), (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_reload_keeps_a_calls_media_and_pinholes(start_fwd, topo):
+    """A SIP call's media keeps flowing across a reload, and its unused pinholes stay usable:
+    helpers and expectations survive the swap like connections do."""
+    from tests.sipmsg import SIP_HELPER_TOML, SIP_POLICY, request, response, sdp
+
+    fwd = start_fwd(SIP_POLICY, helpers={"sip": SIP_HELPER_TOML})
+    counters = {
+        "client": topo.popen(topo.client, [sys.executable, "-c", UDP_COUNTER, "6", CLIENT4,
+                                           "40000"], stdout=subprocess.PIPE, text=True),
+        "server": topo.popen(topo.server, [sys.executable, "-c", UDP_COUNTER, "6", SERVER4,
+                                           "50000"], stdout=subprocess.PIPE, text=True)}
+    try:
+        for proc in counters.values():
+            assert proc.stdout.readline().strip() == "ready"
+
+        def send(ns, dst, dport, sport, count, payload="rtp"):
+            topo.run(ns, [sys.executable, "-c", UDP_SEND, dst, str(dport), str(sport),
+                          str(count), payload])
+
+        invite = request("INVITE", CLIENT4, SERVER4, body=sdp(CLIENT4, ("audio", 40000)))
+        ok = response(200, "INVITE", SERVER4, CLIENT4, body=sdp(SERVER4, ("audio", 50000)))
+        send(topo.client, SERVER4, 5060, 5060, 1, invite.decode())
+        send(topo.server, CLIENT4, 5060, 5060, 1, ok.decode())
+        send(topo.server, CLIENT4, 40000, 50002, 5)  # the callee's media: RELATED, then kept
+
+        with open(fwd.config, "a") as f:  # an unrelated rule
+            f.write('\n[[policy.rule]]\nname = "block-9"\nproto = "udp"\ndport = 9\n'
+                    'verdict = "drop"\n')
+        fwd.proc.send_signal(signal.SIGHUP)
+        wait_log(fwd, "reloaded")
+
+        send(topo.server, CLIENT4, 40000, 50002, 5)  # the same flow, after the reload
+        send(topo.client, SERVER4, 50000, 40001, 5)  # a pinhole opened before the reload
+        got = {ns: json.loads(proc.communicate(timeout=20)[0].splitlines()[-1])
+               for ns, proc in counters.items()}
+    finally:
+        for proc in counters.values():
+            proc.kill()
+            proc.communicate()
+    assert got == {"client": {"40000": 10}, "server": {"50000": 5}}
+    media = fwd.verdicts(lambda v: v.dport in (40000, 50000), at_least=15)
+    assert [v.state for v in media if v.dport == 40000][:1] == ["related"]
+    assert {v.verdict for v in media} == {"accept"}
+    assert [v.state for v in media if v.dport == 50000][:1] == ["related"]
