@@ -1131,6 +1131,19 @@ static PyObject *tuple_dict(const struct fwd_tuple *t)
 static const char *const kind_names[] = { "tracked", "icmp_error", "untracked", "invalid" };
 static const char *const error_names[] = { NULL, "truncated", "malformed", "fragment" };
 
+/* d[key] = value, taking the reference to value; -1 (and d released) on failure. */
+static int set_new(PyObject *d, const char *key, PyObject *value)
+{
+	int err = value ? PyDict_SetItemString(d, key, value) : -1;
+
+	Py_XDECREF(value);
+	if (err)
+		Py_DECREF(d);
+	return err;
+}
+
+/* parse_packet(data, wire_len=0) -> dict: kind; error (invalid); tuple (when the IP header
+ * parsed); inner (ICMP errors); l4off and tcp_flags (when the transport header parsed). */
 static PyObject *mod_parse_packet(PyObject *Py_UNUSED(m), PyObject *args)
 {
 	unsigned int wire_len = 0;
@@ -1145,36 +1158,17 @@ static PyObject *mod_parse_packet(PyObject *Py_UNUSED(m), PyObject *args)
 	d = Py_BuildValue("{s:s}", "kind", kind_names[p.kind]);
 	if (!d)
 		return NULL;
-	if (p.kind == FWD_PKT_INVALID) {
-		PyObject *e = PyUnicode_FromString(error_names[p.error]);
-
-		if (!e || PyDict_SetItemString(d, "error", e)) {
-			Py_XDECREF(e);
-			Py_DECREF(d);
-			return NULL;
-		}
-		Py_DECREF(e);
-	}
-	if (p.l3_parsed) {
-		PyObject *t = tuple_dict(&p.tuple);
-
-		if (!t || PyDict_SetItemString(d, "tuple", t)) {
-			Py_XDECREF(t);
-			Py_DECREF(d);
-			return NULL;
-		}
-		Py_DECREF(t);
-	}
-	if (p.kind == FWD_PKT_ICMP_ERROR) {
-		PyObject *t = tuple_dict(&p.inner);
-
-		if (!t || PyDict_SetItemString(d, "inner", t)) {
-			Py_XDECREF(t);
-			Py_DECREF(d);
-			return NULL;
-		}
-		Py_DECREF(t);
-	}
+	if (p.kind == FWD_PKT_INVALID &&
+	    set_new(d, "error", PyUnicode_FromString(error_names[p.error])))
+		return NULL;
+	if (p.l3_parsed && set_new(d, "tuple", tuple_dict(&p.tuple)))
+		return NULL;
+	if (p.kind == FWD_PKT_ICMP_ERROR && set_new(d, "inner", tuple_dict(&p.inner)))
+		return NULL;
+	if (p.kind != FWD_PKT_INVALID &&
+	    (set_new(d, "l4off", PyLong_FromUnsignedLong(p.l4off)) ||
+	     (p.tuple.proto == 6 && set_new(d, "tcp_flags", PyLong_FromLong(p.tcp_flags)))))
+		return NULL;
 	return d;
 }
 
@@ -1383,7 +1377,7 @@ static PyTypeObject NfqWorkersType = {
 
 static PyMethodDef module_methods[] = {
 	{ "parse_packet", mod_parse_packet, METH_VARARGS,
-	  "parse_packet(data, wire_len=0) -> dict: what the parser makes of one packet" },
+	  "parse_packet(data, wire_len=0) -> dict: what the engine's parser makes of one packet" },
 	{ NULL },
 };
 

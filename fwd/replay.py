@@ -12,9 +12,7 @@ create is recorded, and each RELATED packet is shown with the expectation it mat
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
-import struct
 import sys
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -42,7 +40,6 @@ ETHERTYPE_VLAN = (0x8100, 0x88A8, 0x9100)  # 802.1Q, 802.1ad and the old QinQ ta
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 TCP_FLAGS = "FSRPAUEC"  # bit 0 upwards, as tcpdump abbreviates them
 ICMP_ECHO = {1: (0, 8), 58: (128, 129)}  # echo reply/request types per protocol
-ICMP_ERRORS = {1: (3, 4, 5, 11, 12), 58: (1, 2, 3, 4)}  # types that quote the offending packet
 
 
 class CaptureError(Exception):
@@ -110,7 +107,7 @@ class PacketInfo:
     sport: int | None = None            # tcp/udp
     dport: int | None = None
     flags: str = ""                     # tcp flags, e.g. "S", "SA"
-    icmp: tuple[int, int] | None = None  # icmp/icmpv6 (type, code)
+    icmp: tuple[int, int | None] | None = None  # icmp/icmpv6 (type, code; None if quoted)
     echo_id: int | None = None          # icmp/icmpv6 echo
     inner: "PacketInfo | None" = None   # the packet an ICMP error quotes
 
@@ -121,7 +118,9 @@ class PacketInfo:
             return f"{text} {self.flags}" if self.flags else text
         text = f"{name} {self.src} > {self.dst}"
         if self.icmp:
-            text += f" type {self.icmp[0]} code {self.icmp[1]}"
+            text += f" type {self.icmp[0]}"
+            if self.icmp[1] is not None:
+                text += f" code {self.icmp[1]}"
         if self.echo_id is not None:
             text += f" id {self.echo_id}"
         if self.inner:
@@ -130,30 +129,31 @@ class PacketInfo:
 
 
 def parse_packet(l3: bytes) -> PacketInfo | None:
-    """Parse what is there of an IPv4/IPv6 packet; None if not even its IP header is."""
-    version = l3[0] >> 4 if l3 else 0
-    if version == 4 and len(l3) >= 20:
-        proto, src, dst = l3[9], l3[12:16], l3[16:20]
-        # A non-first fragment has no transport header.
-        payload = l3[(l3[0] & 0x0F) * 4:] if _u16(l3, 6) & 0x1FFF == 0 else b""
-    elif version == 6 and len(l3) >= 40:
-        proto, src, dst, payload = l3[6], l3[8:24], l3[24:40], l3[40:]
-    else:
+    """What the engine's own parser makes of a packet (so replay shows what fwd saw); None if
+    not even its IP header parsed."""
+    p = _core.parse_packet(l3)
+    if "tuple" not in p:
         return None
-    info = PacketInfo(proto, str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)))
-    if proto in (6, 17) and len(payload) >= 4:
-        sport, dport = struct.unpack_from("!HH", payload)
-        flags = ""
-        if proto == 6 and len(payload) >= 14:
-            flags = "".join(f for bit, f in enumerate(TCP_FLAGS) if payload[13] >> bit & 1)
-        return PacketInfo(proto, info.src, info.dst, sport, dport, flags)
-    if proto in ICMP_ECHO and len(payload) >= 2:
-        kind, code = payload[0], payload[1]
-        echo_id = _u16(payload, 4) if kind in ICMP_ECHO[proto] and len(payload) >= 6 else None
-        inner = parse_packet(payload[8:]) if kind in ICMP_ERRORS[proto] else None
-        return PacketInfo(proto, info.src, info.dst, icmp=(kind, code), echo_id=echo_id,
-                          inner=inner)
-    return info
+    return _info(p["tuple"], l3, p)
+
+
+def _info(t: dict, l3: bytes, p: dict | None) -> PacketInfo:
+    """PacketInfo of a parsed tuple; `p` (the parse of l3) is None for a quoted packet, whose
+    tuple is all there is of it."""
+    proto, src, dst = t["proto"], t["src"], t["dst"]
+    if p is not None and "l4off" not in p:  # invalid: only addresses are sure
+        return PacketInfo(proto, src, dst)
+    if proto in (6, 17):
+        bits = (p or {}).get("tcp_flags", 0)
+        flags = "".join(f for bit, f in enumerate(TCP_FLAGS) if bits >> bit & 1)
+        return PacketInfo(proto, src, dst, t["sport"], t["dport"], flags)
+    if proto in ICMP_ECHO:
+        kind = t["dport"]  # the engine keeps an ICMP message's type there, an echo's id in sport
+        code = l3[p["l4off"] + 1] if p else None
+        return PacketInfo(proto, src, dst, icmp=(kind, code),
+                          echo_id=t["sport"] if kind in ICMP_ECHO[proto] else None,
+                          inner=_info(p["inner"], l3, None) if p and "inner" in p else None)
+    return PacketInfo(proto, src, dst)
 
 
 def summarize(l3: bytes) -> str:

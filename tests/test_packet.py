@@ -10,7 +10,8 @@ from tests.pkt import C4, C6, S4, S6, echo, port_unreachable, tcp, udp
 def test_ipv4_tcp_tuple():
     p = _core.parse_packet(tcp(C4, S4, 40000, 80, "S"))
     assert p == {"kind": "tracked", "tuple": {"family": 4, "proto": 6, "src": C4, "dst": S4,
-                                              "sport": 40000, "dport": 80}}
+                                              "sport": 40000, "dport": 80},
+                 "l4off": 20, "tcp_flags": 0x02}
 
 
 def test_ipv6_udp_tuple():
