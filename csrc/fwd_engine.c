@@ -233,8 +233,9 @@ static uint8_t track(struct fwd_engine *e, struct fwd_worker *w, const struct fw
 	return FWD_STATE_NEW;
 }
 
-/* Links a new connection for an accepted packet; returns it referenced, or NULL if the table is
- * full (the packet is then dropped).  *exists is set when another worker linked it first. */
+/* Links a new connection for an accepted packet; returns it referenced (another worker's entry
+ * if that one linked the same tuple first), or NULL if the table is full: the packet is then
+ * dropped. */
 static struct fwd_ct *create_ct(struct fwd_engine *e, struct fwd_worker *w,
 				const struct fwd_policy *pol, const struct fwd_pkt *p,
 				struct tracked *tr, uint64_t now)
