@@ -1,6 +1,6 @@
 # fwd — build, run and test.  Everything a fresh Debian machine (as root) needs is installed here.
 #   make run    the lab demo: namespaces, real traffic through fwd, its verdicts and table
-#   make test   unit + integration tests, then the same suite against an ASan/UBSan build
+#   make test   a short SIP fuzz run, unit + integration tests, then the same suite on ASan/UBSan
 #   make bench  NFQUEUE throughput and latency benchmarks (bench/README.md)
 #   make fuzz   the SIP parser under libFuzzer for FUZZ_TIME seconds (fuzz/README.md)
 
@@ -55,7 +55,7 @@ test-asan: deps
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
-test: test-unit test-asan fuzz
+test: fuzz test-unit test-asan
 
 # The SIP parser under libFuzzer + ASan/UBSan for a bounded time; new inputs go to build/fuzz,
 # the seeds in fuzz/corpus/sip stay as they are.  A small stream buffer brings its overflow paths
