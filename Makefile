@@ -2,7 +2,7 @@
 #   make run    the lab demo: namespaces, real traffic through fwd, its verdicts and table
 #   make test   a short SIP fuzz run, unit + integration tests, then the same suite on ASan/UBSan
 #   make bench  NFQUEUE throughput and latency benchmarks (bench/README.md)
-#   make fuzz   the SIP parser under libFuzzer for FUZZ_TIME seconds (fuzz/README.md)
+#   make fuzz   the SIP parser under libFuzzer for FUZZ_TIME seconds (tests/fuzz/README.md)
 
 PYTHON ?= python3
 VENV := .venv
@@ -58,16 +58,17 @@ test-asan: deps
 test: fuzz test-unit test-asan
 
 # The SIP parser under libFuzzer + ASan/UBSan for a bounded time; new inputs go to build/fuzz,
-# the seeds in fuzz/corpus/sip stay as they are.  A small stream buffer brings its overflow paths
-# within reach of short inputs.
+# the seeds in tests/fuzz/corpus/sip stay as they are.  A small stream buffer brings its
+# overflow paths within reach of short inputs.
 FUZZ_TIME ?= 20
 FUZZ_DIR := build/fuzz
 fuzz: build/.apt-stamp
 	@mkdir -p $(FUZZ_DIR)/corpus-sip
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-DFWD_SIP_STREAM_MAX=1024 -Ihelpers/sip -Icsrc fuzz/fuzz_sip.c helpers/sip/fwd_sip_parse.c -o $(FUZZ_DIR)/fuzz_sip
+		-DFWD_SIP_STREAM_MAX=1024 -Ihelpers/sip -Icsrc tests/fuzz/fuzz_sip.c \
+		helpers/sip/fwd_sip_parse.c -o $(FUZZ_DIR)/fuzz_sip
 	$(FUZZ_DIR)/fuzz_sip -max_total_time=$(FUZZ_TIME) -timeout=5 -print_final_stats=1 \
-		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus-sip fuzz/corpus/sip
+		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus-sip tests/fuzz/corpus/sip
 
 # Benchmarks (not tests): NFQUEUE throughput and latency in namespaces; see bench/README.md.
 #   make bench BENCH_ARGS=--quick    a smoke run
