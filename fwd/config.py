@@ -93,6 +93,11 @@ class QueueConfig:
     hooks: tuple[str, ...] = ("FORWARD",)   # built-in chains that jump to `chain`
     chain: str = "FWD"                      # the daemon's own iptables chain
 
+    @property
+    def numbers(self) -> range:
+        """The queue numbers fwd reads: num .. num+count-1."""
+        return range(self.num, self.num + self.count)
+
 
 @dataclass(frozen=True)
 class RuleConfig:

@@ -159,7 +159,7 @@ class Daemon:
                 bound = {line.split()[0] for line in table if line.strip()}
         except OSError as err:
             return f"{NFQUEUE_TABLE}: {err.strerror}"
-        for num in self.io.numbers():
+        for num in self.cfg.queue.numbers:
             if str(num) not in bound:
                 return f"queue {num} is not bound"
         return self.io.health_problem()
@@ -196,7 +196,7 @@ class Daemon:
             self.tasks.append(asyncio.create_task(self._gc(), name="gc"))
             if self.notifier.enabled:
                 self.tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
-            queues = f"{qcfg.num}" + (f"-{qcfg.num + qcfg.count - 1}" if qcfg.count > 1 else "")
+            queues = f"{qcfg.num}" + (f"-{qcfg.numbers[-1]}" if qcfg.count > 1 else "")
             log.info("running: queue %s, %d shards, %d rules, io %s", queues,
                      self.cfg.conntrack.shards, len(self.rule_names), qcfg.io)
             self.notifier.send("READY=1", self._status())

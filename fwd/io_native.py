@@ -21,15 +21,12 @@ class NativeQueues:
         self.verdict_log = verdict_log
         self.workers: _core.NfqWorkers | None = None
 
-    def numbers(self) -> range:
-        return range(self.qcfg.num, self.qcfg.num + self.qcfg.count)
-
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
         del loop  # the workers are threads of their own
         if self.verdict_log:
             self.verdict_log.flush()
         self.workers = _core.NfqWorkers(
-            self.engine, list(self.numbers()), copy_range=self.qcfg.copy_range,
+            self.engine, list(self.qcfg.numbers), copy_range=self.qcfg.copy_range,
             max_len=self.qcfg.max_len, fail_open=self.qcfg.fail_open,
             trace_fd=self.verdict_log.fileno() if self.verdict_log else -1)
         self.workers.start()

@@ -35,16 +35,13 @@ class PyQueues:
         self.on_error = on_error
         self.queues: dict[int, NetfilterQueue] = {}
         self.batch: list = []  # (packet, L3 bytes) collected by the callback
-        self.packets = dict.fromkeys(self.numbers(), 0)
-        self.batches = dict.fromkeys(self.numbers(), 0)
+        self.packets = dict.fromkeys(self.qcfg.numbers, 0)
+        self.batches = dict.fromkeys(self.qcfg.numbers, 0)
         self.drains = 0  # times a queue socket was drained: the watchdog's sign of progress
         self._pending_at: int | None = None  # self.drains when a socket was last seen readable
 
-    def numbers(self) -> range:
-        return range(self.qcfg.num, self.qcfg.num + self.qcfg.count)
-
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
-        for num in self.numbers():
+        for num in self.qcfg.numbers:
             q = NetfilterQueue()
             q.bind(num, self._collect, max_len=self.qcfg.max_len, mode=COPY_PACKET,
                    range=self.qcfg.copy_range)
@@ -108,7 +105,8 @@ class PyQueues:
         self.verdict_log.flush()
 
     def counters(self) -> dict[int, dict[str, int]]:
-        return {n: {"packets": self.packets[n], "batches": self.batches[n]} for n in self.numbers()}
+        return {n: {"packets": self.packets[n], "batches": self.batches[n]}
+                for n in self.qcfg.numbers}
 
     def health_problem(self) -> str | None:
         """A socket left readable since the previous check means the loop stopped draining it

@@ -64,7 +64,7 @@ class QueueRules:
         bypass = " --queue-bypass" if self.queue.on_stop == "bypass" else ""
         q = self.queue
         queues = (f"--queue-num {q.num}" if q.count == 1
-                  else f"--queue-balance {q.num}:{q.num + q.count - 1}")
+                  else f"--queue-balance {q.num}:{q.numbers[-1]}")
         return f"-j NFQUEUE {queues}{bypass}"
 
     def install(self) -> None:
