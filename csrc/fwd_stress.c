@@ -17,6 +17,36 @@ struct worker {
 	struct fwd_stress_result r;
 };
 
+/* Starts n threads running fn(workers + i * size), lets them go together (each waits in
+ * wait_go first, so that they really overlap), joins them.  Returns 0 or -EAGAIN if not every
+ * thread could start (those that did still ran); *elapsed_ns is the time from go to the end. */
+static int run_together(void *(*fn)(void *), void *workers, size_t size, unsigned n, int *go,
+			uint64_t *elapsed_ns)
+{
+	pthread_t *tids = calloc(n, sizeof(*tids));
+	unsigned started = 0;
+	uint64_t t0;
+
+	if (!tids)
+		return -ENOMEM;
+	while (started < n &&
+	       !pthread_create(&tids[started], NULL, fn, (char *)workers + started * size))
+		started++;
+	t0 = fwd_now_ns();
+	__atomic_store_n(go, 1, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(tids[i], NULL);
+	*elapsed_ns = fwd_now_ns() - t0;
+	free(tids);
+	return started == n ? 0 : -EAGAIN;
+}
+
+static void wait_go(const int *go)
+{
+	while (!__atomic_load_n(go, __ATOMIC_ACQUIRE))
+		sched_yield();
+}
+
 /* Thread `id`'s connection number i: UDP 10.<id>.<i> -> 192.0.2.1:53, distinct per thread. */
 static void make_tuple(unsigned id, unsigned i, struct fwd_tuple *tu)
 {
@@ -40,8 +70,7 @@ static void *run(void *arg)
 	struct fwd_ct **cts = calloc(w->conns, sizeof(*cts));
 	uint64_t now = 1;
 
-	while (!__atomic_load_n(w->go, __ATOMIC_ACQUIRE))
-		sched_yield();
+	wait_go(w->go);
 	if (!cts)
 		return NULL;
 	for (unsigned round = 0; round < w->rounds; round++) {
@@ -113,40 +142,27 @@ int fwd_stress_run(struct fwd_ct_table *t, unsigned threads, unsigned conns, uns
 		   bool keep, struct fwd_stress_result *res)
 {
 	struct worker *ws = calloc(threads, sizeof(*ws));
-	pthread_t *tids = calloc(threads, sizeof(*tids));
-	int go = 0;
-	unsigned started = 0;
-	uint64_t t0;
-	int err = 0;
+	int go = 0, err;
 
 	memset(res, 0, sizeof(*res));
-	if (!ws || !tids || conns > (1u << 24) || threads > 256) {
+	if (!ws)
+		return -ENOMEM;
+	if (conns > (1u << 24) || threads > 256) {
 		free(ws);
-		free(tids);
-		return ws && tids ? -EINVAL : -ENOMEM;
+		return -EINVAL;
 	}
-	for (unsigned i = 0; i < threads; i++) {
+	for (unsigned i = 0; i < threads; i++)
 		ws[i] = (struct worker){ .t = t, .go = &go, .id = i, .nthreads = threads,
 					 .conns = conns, .rounds = rounds, .keep = keep };
-		if (pthread_create(&tids[i], NULL, run, &ws[i])) {
-			err = -EAGAIN;
-			break;
-		}
-		started++;
-	}
-	t0 = fwd_now_ns();
-	__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
-	for (unsigned i = 0; i < started; i++) {
-		pthread_join(tids[i], NULL);
+	err = run_together(run, ws, sizeof(*ws), threads, &go, &res->elapsed_ns);
+	for (unsigned i = 0; i < threads; i++) {
 #define ADD(f) res->f += ws[i].r.f
 		ADD(inserted); ADD(insert_failed); ADD(found_orig); ADD(found_reply);
 		ADD(missing); ADD(killed); ADD(cross_shard); ADD(lookups);
 		ADD(insert_ns); ADD(lookup_ns); ADD(kill_ns);
 #undef ADD
 	}
-	res->elapsed_ns = fwd_now_ns() - t0;
 	free(ws);
-	free(tids);
 	return err;
 }
 
@@ -178,8 +194,7 @@ static void *run_expect(void *arg)
 	struct exp_worker *w = arg;
 	const struct fwd_exp_class_policy pol = { .max_expected = 4, .timeout = 1000 };
 
-	while (!__atomic_load_n(w->go, __ATOMIC_ACQUIRE))
-		sched_yield();
+	wait_go(w->go);
 	for (unsigned round = 0; round < w->rounds; round++) {
 		uint64_t now = (uint64_t)round * 100 + 1;
 		struct fwd_tuple mt;
@@ -236,28 +251,21 @@ int fwd_stress_expect(struct fwd_engine *e, unsigned threads, unsigned rounds, u
 		      struct fwd_stress_expect_result *res)
 {
 	struct exp_worker *ws = calloc(threads, sizeof(*ws));
-	pthread_t *tids = calloc(threads, sizeof(*tids));
-	unsigned started = 0;
-	int go = 0, err = 0;
+	uint64_t elapsed;
+	int go = 0, err;
 
 	memset(res, 0, sizeof(*res));
-	if (!ws || !tids || !threads || threads > 64 || per_master > 1000) {
+	if (!ws)
+		return -ENOMEM;
+	if (!threads || threads > 64 || per_master > 1000) {
 		free(ws);
-		free(tids);
-		return ws && tids ? -EINVAL : -ENOMEM;
+		return -EINVAL;
 	}
-	for (unsigned i = 0; i < threads; i++) {
+	for (unsigned i = 0; i < threads; i++)
 		ws[i] = (struct exp_worker){ .e = e, .go = &go, .id = i, .nthreads = threads,
 					     .rounds = rounds, .per_master = per_master };
-		if (pthread_create(&tids[i], NULL, run_expect, &ws[i])) {
-			err = -EAGAIN;
-			break;
-		}
-		started++;
-	}
-	__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
-	for (unsigned i = 0; i < started; i++) {
-		pthread_join(tids[i], NULL);
+	err = run_together(run_expect, ws, sizeof(*ws), threads, &go, &elapsed);
+	for (unsigned i = 0; i < threads; i++) {
 		res->masters += ws[i].r.masters;
 		res->added += ws[i].r.added;
 		res->matched_own += ws[i].r.matched_own;
@@ -265,6 +273,5 @@ int fwd_stress_expect(struct fwd_engine *e, unsigned threads, unsigned rounds, u
 		res->killed += ws[i].r.killed;
 	}
 	free(ws);
-	free(tids);
 	return err;
 }
