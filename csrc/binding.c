@@ -519,6 +519,23 @@ static PyObject *Engine_flush(EngineObject *self, PyObject *Py_UNUSED(ignored))
 	return PyLong_FromUnsignedLong(removed);
 }
 
+/* A list of n items made by item(i, arg); NULL (with the error set) if one cannot be made. */
+static PyObject *list_of(size_t n, PyObject *(*item)(size_t i, void *arg), void *arg)
+{
+	PyObject *list = PyList_New((Py_ssize_t)n);
+
+	for (size_t i = 0; list && i < n; i++) {
+		PyObject *o = item(i, arg);
+
+		if (!o) {
+			Py_CLEAR(list);
+			break;
+		}
+		PyList_SET_ITEM(list, (Py_ssize_t)i, o);
+	}
+	return list;
+}
+
 /* Grows the array *items (n used of *cap) so one more fits; sets *oom and returns false if it
  * cannot.  For the table walks, which copy under a lock and build Python objects after. */
 static bool room_for_one(void **items, size_t n, size_t *cap, size_t size, bool *oom)
@@ -594,6 +611,18 @@ static PyObject *conn_dict(const struct ct_copy *c, uint64_t now)
 			     "packets_reply", (unsigned long)c->packets[1]);
 }
 
+struct conn_items {
+	const struct ct_copy *items;
+	uint64_t now;
+};
+
+static PyObject *conn_item(size_t i, void *arg)
+{
+	const struct conn_items *c = arg;
+
+	return conn_dict(&c->items[i], c->now);
+}
+
 static PyObject *Engine_connections(EngineObject *self, PyObject *args)
 {
 	struct ct_copies c = { 0 };
@@ -605,20 +634,8 @@ static PyObject *Engine_connections(EngineObject *self, PyObject *args)
 	Py_BEGIN_ALLOW_THREADS
 	fwd_ct_for_each(&self->engine->ct, copy_ct, &c);
 	Py_END_ALLOW_THREADS
-	if (c.oom) {
-		free(c.items);
-		return PyErr_NoMemory();
-	}
-	list = PyList_New((Py_ssize_t)c.n);
-	for (size_t i = 0; list && i < c.n; i++) {
-		PyObject *d = conn_dict(&c.items[i], seconds_to_ns(now));
-
-		if (!d) {
-			Py_CLEAR(list);
-			break;
-		}
-		PyList_SET_ITEM(list, (Py_ssize_t)i, d);
-	}
+	list = c.oom ? PyErr_NoMemory()
+		     : list_of(c.n, conn_item, &(struct conn_items){ c.items, seconds_to_ns(now) });
 	free(c.items);
 	return list;
 }
@@ -920,10 +937,17 @@ static PyObject *exp_dict(const struct fwd_exp_spec *s, const struct fwd_tuple *
 	return d;
 }
 
+struct exp_copy {
+	struct fwd_exp_spec spec;
+	struct fwd_tuple master;
+	uint64_t expires;
+};
+
 struct exp_copies {
-	struct { struct fwd_exp_spec spec; struct fwd_tuple master; uint64_t expires; } *items;
+	struct exp_copy *items;
 	size_t n, cap;
 	bool oom;
+	uint64_t now; /* for the seconds left */
 };
 
 static void copy_exp(const struct fwd_exp *e, void *arg)
@@ -932,9 +956,17 @@ static void copy_exp(const struct fwd_exp *e, void *arg)
 
 	if (!room_for_one((void **)&c->items, c->n, &c->cap, sizeof(*c->items), &c->oom))
 		return;
-	c->items[c->n].spec = e->spec;
-	c->items[c->n].master = e->master->node[FWD_DIR_ORIG].tuple;
-	c->items[c->n++].expires = e->expires;
+	c->items[c->n++] = (struct exp_copy){ .spec = e->spec, .expires = e->expires,
+					      .master = e->master->node[FWD_DIR_ORIG].tuple };
+}
+
+static PyObject *exp_item(size_t i, void *arg)
+{
+	const struct exp_copies *c = arg;
+	const struct exp_copy *x = &c->items[i];
+
+	return exp_dict(&x->spec, &x->master,
+			x->expires > c->now ? (double)(x->expires - c->now) / 1e9 : 0, NULL);
 }
 
 /* expectations(now) -> [dict]: the live expectations. */
@@ -946,22 +978,11 @@ static PyObject *Engine_expectations(EngineObject *self, PyObject *args)
 
 	if (check_ready(self) || !PyArg_ParseTuple(args, "d", &now))
 		return NULL;
+	c.now = seconds_to_ns(now);
 	Py_BEGIN_ALLOW_THREADS
 	fwd_exp_for_each(&self->engine->exp, copy_exp, &c);
 	Py_END_ALLOW_THREADS
-	list = c.oom ? PyErr_NoMemory() : PyList_New((Py_ssize_t)c.n);
-	for (size_t i = 0; list && i < c.n; i++) {
-		uint64_t nw = seconds_to_ns(now);
-		PyObject *d = exp_dict(&c.items[i].spec, &c.items[i].master,
-				       c.items[i].expires > nw ? (double)(c.items[i].expires - nw) / 1e9 : 0,
-				       NULL);
-
-		if (!d) {
-			Py_CLEAR(list);
-			break;
-		}
-		PyList_SET_ITEM(list, (Py_ssize_t)i, d);
-	}
+	list = c.oom ? PyErr_NoMemory() : list_of(c.n, exp_item, &c);
 	free(c.items);
 	return list;
 }
@@ -990,35 +1011,25 @@ static PyObject *Engine_expect_journal(EngineObject *self, PyObject *arg)
 	Py_RETURN_NONE;
 }
 
+static PyObject *journal_item(size_t i, void *arg)
+{
+	const struct fwd_exp_record *r = (const struct fwd_exp_record *)arg + i;
+
+	return exp_dict(&r->spec, NULL, -1, fwd_exp_end_names[r->end]);
+}
+
 /* expectations_created() -> [dict]: the journal, each with how it ended. */
 static PyObject *Engine_expectations_created(EngineObject *self, PyObject *Py_UNUSED(ignored))
 {
-	struct fwd_exp_table *x;
 	struct fwd_exp_record *copy;
 	uint32_t n;
 	PyObject *list;
 
 	if (check_ready(self))
 		return NULL;
-	x = &self->engine->exp;
-	fwd_lock(&x->lock);
-	n = x->journal_len;
-	copy = malloc((n + 1) * sizeof(*copy));
-	if (copy && n)
-		memcpy(copy, x->journal, n * sizeof(*copy));
-	fwd_unlock(&x->lock);
-	if (!copy)
+	if (fwd_exp_journal_copy(&self->engine->exp, &copy, &n))
 		return PyErr_NoMemory();
-	list = PyList_New(n);
-	for (uint32_t i = 0; list && i < n; i++) {
-		PyObject *d = exp_dict(&copy[i].spec, NULL, -1, fwd_exp_end_names[copy[i].end]);
-
-		if (!d) {
-			Py_CLEAR(list);
-			break;
-		}
-		PyList_SET_ITEM(list, i, d);
-	}
+	list = list_of(n, journal_item, copy);
 	free(copy);
 	return list;
 }

@@ -369,3 +369,16 @@ int fwd_exp_journal(struct fwd_exp_table *x, bool on)
 	fwd_unlock(&x->lock);
 	return on && !x->journal ? -ENOMEM : 0;
 }
+
+int fwd_exp_journal_copy(struct fwd_exp_table *x, struct fwd_exp_record **out, uint32_t *n)
+{
+	*n = 0;
+	fwd_lock(&x->lock);
+	*out = malloc(((size_t)x->journal_len + 1) * sizeof(**out));
+	if (*out) {
+		*n = x->journal_len;
+		memcpy(*out, x->journal, *n * sizeof(**out));
+	}
+	fwd_unlock(&x->lock);
+	return *out ? 0 : -ENOMEM;
+}

@@ -128,5 +128,8 @@ void fwd_exp_for_each(struct fwd_exp_table *x, void (*fn)(const struct fwd_exp *
 
 /* Starts (or stops, with on=false) recording every expectation created, for replay. */
 int fwd_exp_journal(struct fwd_exp_table *x, bool on);
+/* A malloc'd copy of the journal in *out (*n records; free it).  Returns 0 or -ENOMEM.
+ * Locking: takes the expect lock (replay's, not the daemon's). */
+int fwd_exp_journal_copy(struct fwd_exp_table *x, struct fwd_exp_record **out, uint32_t *n);
 
 #endif
