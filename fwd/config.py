@@ -239,13 +239,14 @@ def _queue(data: Any, key: str) -> QueueConfig:
         raise ConfigError(f"{key}.count", f"queues {q.num}..{q.num + q.count - 1} go past 65535")
     if q.io == "netfilterqueue":
         # What python-netfilterqueue 1.1.0 can do: no fail-open flag, at most 4016 bytes a
-        # packet, a socket buffer sized for 1024 packets.
-        limits = {"fail_open": (q.fail_open, False, "cannot be set"),
-                  "copy_range": (q.copy_range, NFQ_PY_MAX_COPY, f"at most {NFQ_PY_MAX_COPY}"),
-                  "max_len": (q.max_len, NFQ_PY_MAX_LEN, f"at most {NFQ_PY_MAX_LEN}")}
-        for name, (value, limit, what) in limits.items():
-            if (value if isinstance(value, bool) else value > limit) and name in data:
-                raise ConfigError(f"{key}.{name}", f'{what} with io = "netfilterqueue"')
+        # packet, a socket buffer sized for 1024 packets.  Asking for more is an error; the
+        # (native) defaults shrink to fit.
+        with_nfq = 'with io = "netfilterqueue"'
+        if q.fail_open:
+            raise ConfigError(f"{key}.fail_open", f"cannot be set {with_nfq}")
+        for name, limit in (("copy_range", NFQ_PY_MAX_COPY), ("max_len", NFQ_PY_MAX_LEN)):
+            if name in data and getattr(q, name) > limit:
+                raise ConfigError(f"{key}.{name}", f"at most {limit} {with_nfq}")
         q = dataclasses.replace(q, copy_range=min(q.copy_range, NFQ_PY_MAX_COPY),
                                 max_len=min(q.max_len, NFQ_PY_MAX_LEN))
     return q
