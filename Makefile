@@ -21,14 +21,19 @@ all: build
 build/.apt-stamp: Makefile
 	@mkdir -p build
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+		echo "== apt: installing $(APT_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); \
 	fi
 	@touch $@
 
+# The virtual environment: fwd editable with its test and netfilterqueue extras.  Every package
+# builds in pip's isolated build environment from what it declares (a fresh machine has no
+# cache to hide a missing build dependency); .ci/run starts from no venv and no cache.
 $(VENV)/.deps-stamp: build/.apt-stamp pyproject.toml
+	@echo "== Python: virtual environment $(VENV), fwd and its dependencies"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[test]' --no-build-isolation
+	$(PY) -m pip install --progress-bar off --upgrade pip setuptools wheel
+	$(PY) -m pip install --progress-bar off -e '.[test,nfqueue]'
 	@touch $@
 
 deps: $(VENV)/.deps-stamp
@@ -43,17 +48,19 @@ test-unit: build
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 # The extension rebuilt with AddressSanitizer + UndefinedBehaviorSanitizer and the lock-order
-# checker, in a copy of the tree so the normal build is untouched; the whole suite runs on it.
+# checker, in a copy of the tree so the normal build is untouched; the whole suite runs on it
+# but the packaging tests (marked "install"), which build their own, unsanitized fwd.
 test-asan: deps
 	rm -rf $(ASAN_TREE) && mkdir -p $(ASAN_TREE)
-	cp -r setup.py pyproject.toml README.md csrc helpers fwd etc systemd tests $(ASAN_TREE)/
+	cp -r setup.py pyproject.toml README.md LICENSE MANIFEST.in csrc helpers fwd etc systemd tests \
+		$(ASAN_TREE)/
 	rm -f $(ASAN_TREE)/fwd/*.so
 	cd $(ASAN_TREE) && FWD_SANITIZE=1 $(CURDIR)/$(PY) setup.py -q build_ext --inplace
 	cd $(ASAN_TREE) && PYTHONPATH=$(CURDIR)/$(ASAN_TREE) \
 		LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
 		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		$(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+		$(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider -m "not install" $(PYTEST_ARGS) tests
 
 test: fuzz test-unit test-asan
 

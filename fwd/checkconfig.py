@@ -17,7 +17,8 @@ from fwd import _core, config, engine, sdnotify
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="configuration file (TOML)")
+    parser.add_argument("--config", default=config.DEFAULT_PATH,
+                        help=f"configuration file (TOML); default {config.DEFAULT_PATH}")
 
 
 def build(path: str) -> tuple[config.Config, _core.Engine, list[str]]:

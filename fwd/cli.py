@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from fwd import __version__
+
 # subcommand -> (module, one-line help).  Each module has add_arguments(parser) and main(args) -> int.
 SUBCOMMANDS = {
     "run": ("fwd.daemon", "run the firewall daemon on NFQUEUE"),
@@ -14,11 +16,14 @@ SUBCOMMANDS = {
     "check-config": ("fwd.checkconfig", "check a configuration file as `fwd run` would; exit 78 "
                                         "on an error"),
     "ctl": ("fwd.control", "talk to the running daemon: connections, stats, reload"),
+    "install": ("fwd.install", "install the configuration, helper files and systemd unit"),
+    "example": ("fwd.example", "list the shipped example files, or print one"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fwd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fwd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

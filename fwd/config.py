@@ -10,6 +10,7 @@ Nothing here touches the engine: fwd.engine turns a Config into engine calls.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import json
 import math
@@ -21,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 EXIT_CONFIG = 78  # EX_CONFIG (sysexits.h): exit status for a bad configuration
+DEFAULT_PATH = "/etc/fwd/fwd.toml"  # where `fwd install` puts it; --config names another
 
 # Conntrack timeouts the engine knows (seconds); [conntrack.timeouts] may override any of them.
 TIMEOUT_KEYS = (
@@ -238,6 +240,9 @@ def _queue(data: Any, key: str) -> QueueConfig:
     if q.num + q.count > 65536:
         raise ConfigError(f"{key}.count", f"queues {q.num}..{q.num + q.count - 1} go past 65535")
     if q.io == "netfilterqueue":
+        if importlib.util.find_spec("netfilterqueue") is None:
+            raise ConfigError(f"{key}.io", '"netfilterqueue" needs the optional package: '
+                                           "pip install 'fwd[nfqueue]'")
         # What python-netfilterqueue 1.1.0 can do: no fail-open flag, at most 4016 bytes a
         # packet, a socket buffer sized for 1024 packets.  Asking for more is an error; the
         # (native) defaults shrink to fit.

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import signal
@@ -34,13 +35,14 @@ from typing import Any, TextIO
 import uvloop
 
 from fwd import _core, checkconfig, config, control, engine, metrics, sdnotify
-from fwd.io_native import NativeQueues
-from fwd.io_nfqueue import PyQueues
 from fwd.rules import QueueRules, RulesError
 
 log = logging.getLogger("fwd")
 
-BACKENDS = {"native": NativeQueues, "netfilterqueue": PyQueues}
+# queue.io -> the module and class of its backend, imported only when configured: the
+# netfilterqueue backend needs the optional package (fwd[nfqueue]).
+BACKENDS = {"native": ("fwd.io_native", "NativeQueues"),
+            "netfilterqueue": ("fwd.io_nfqueue", "PyQueues")}
 # Seconds between STATUS= updates (more often when the watchdog wants pings sooner).
 STATUS_INTERVAL = 5.0
 # The kernel's table of bound queues in fwd's network namespace, one line per queue, its number
@@ -52,7 +54,8 @@ LIVE_KEYS = ("policy", "helpers", "log", "conntrack.gc_interval")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="configuration file (TOML)")
+    parser.add_argument("--config", default=config.DEFAULT_PATH,
+                        help=f"configuration file (TOML); default {config.DEFAULT_PATH}")
     parser.add_argument("--verdict-log", metavar="PATH",
                         help="write one JSON line per packet: verdict, state, rule, packet hex")
 
@@ -80,8 +83,9 @@ class Daemon:
         self.rule_names = rule_names
         self.verdict_log = verdict_log
         self.notifier = notifier
-        self.io = BACKENDS[cfg.queue.io](cfg.queue, eng, lambda: self.rule_names, verdict_log,
-                                         self._fail)
+        module, name = BACKENDS[cfg.queue.io]
+        backend = getattr(importlib.import_module(module), name)
+        self.io = backend(cfg.queue, eng, lambda: self.rule_names, verdict_log, self._fail)
         self.stop = asyncio.Event()
         self.error: BaseException | None = None
         self.tasks: list[asyncio.Task] = []  # background tasks; one that ends is a failure

@@ -48,7 +48,8 @@ class CaptureError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("capture", metavar="FILE", help="pcap or pcapng capture")
-    parser.add_argument("--config", required=True, help="configuration file (TOML)")
+    parser.add_argument("--config", default=config.DEFAULT_PATH,
+                        help=f"configuration file (TOML); default {config.DEFAULT_PATH}")
     parser.add_argument("--json", action="store_true",
                         help="JSON Lines: one object per IP packet, then a summary object")
 

@@ -38,7 +38,7 @@ def test_verify_passes_silently(tmp_path):
     # verify wants every command to exist; the unit's is installed only by an operator, so a
     # copy runs this checkout's fwd instead (the file name is the unit name verify checks).
     text = UNIT.read_text()
-    assert text.count(INSTALLED_FWD) == 2  # ExecStart and the check before ExecReload's signal
+    assert text.count(INSTALLED_FWD) == 2  # ExecStart and ExecReload
     copy = tmp_path / "fwd.service"
     copy.write_text(text.replace(INSTALLED_FWD, f"{sys.executable} -m fwd"))
     done = analyze("verify", str(copy))
@@ -59,9 +59,9 @@ def test_lifecycle_settings():
     unit = settings(UNIT)
     assert unit["Type"] == ["notify"]
     assert unit["ExecStart"] == [f"{INSTALLED_FWD} run --config /etc/fwd/fwd.toml"]
-    # Reload: the file is checked (a bad one fails `systemctl reload`), then fwd gets SIGHUP.
-    assert unit["ExecReload"] == [f"{INSTALLED_FWD} check-config --config /etc/fwd/fwd.toml",
-                                  "/bin/kill -HUP $MAINPID"]
+    # Reload: synchronous, through the control socket; a refused file fails `systemctl reload`
+    # (tests/integration/test_install.py runs it against an installed daemon).
+    assert unit["ExecReload"] == [f"{INSTALLED_FWD} ctl --config /etc/fwd/fwd.toml reload"]
     assert unit["WatchdogSec"] and unit["Restart"] == ["on-failure"]
     assert unit["RestartPreventExitStatus"] == [str(EXIT_CONFIG)]
     # Up before the network is configured, as firewalls are (systemd.special(7)).

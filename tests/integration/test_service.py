@@ -323,12 +323,23 @@ def test_works_in_the_units_sandbox(start_fwd, topo, notify):
     assert rules(topo, "iptables", CHAIN) is None  # removed with only those capabilities
 
 
-def test_check_config_where_fwd_runs(topo):
-    shipped = [sys.executable, "-m", "fwd", "check-config", "--config", "etc/fwd.toml"]
-    # The shipped config names the interface "fwin": it exists in the fw namespace only.
-    ok = topo.run(topo.fw, shipped, check=False, cwd=REPO)
+def test_check_config_where_fwd_runs(topo, tmp_path):
+    def check(ns: str, path: Path) -> subprocess.CompletedProcess:
+        return topo.run(ns, [sys.executable, "-m", "fwd", "check-config", "--config", str(path)],
+                        check=False, cwd=REPO)
+
+    # The shipped example names no interface: it passes wherever it is checked.
+    for ns in (topo.fw, topo.client):
+        ok = check(ns, REPO / "etc" / "fwd.toml")
+        assert (ok.returncode, ok.stdout) == (0, "ok\n"), ok.stderr
+    # A rule naming the interface "fwin" (which exists in the fw namespace only) passes there.
+    named = tmp_path / "fwd.toml"
+    named.write_text((REPO / "etc" / "fwd.toml").read_text().replace('# iif = "eth1"',
+                                                                     'iif = "fwin"'))
+    (tmp_path / "helpers.d").symlink_to(REPO / "etc" / "helpers.d")
+    ok = check(topo.fw, named)
     assert (ok.returncode, ok.stdout) == (0, "ok\n"), ok.stderr
-    bad = topo.run(topo.client, shipped, check=False, cwd=REPO)
+    bad = check(topo.client, named)
     assert bad.returncode == config.EXIT_CONFIG
     assert bad.stderr == "fwd: config error: policy.rule[2].iif: no such interface 'fwin'\n"
 
