@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email
 import os
-import shutil
 import subprocess
 import sys
 import venv
@@ -20,6 +19,7 @@ from scapy.utils import wrpcap
 
 import fwd
 from fwd.config import EXIT_CONFIG
+from tests.checkout import checkout_copy
 
 pytestmark = pytest.mark.install
 
@@ -35,16 +35,6 @@ def run(*cmd, check: bool = True, **kw) -> subprocess.CompletedProcess:
     if check:
         assert done.returncode == 0, f"{cmd}:\n{done.stdout}\n{done.stderr}"
     return done
-
-
-def checkout_copy(dest: Path) -> Path:
-    """The checkout's files (tracked, and new ones not ignored), without builds or venvs."""
-    files = run("git", "ls-files", "-co", "--exclude-standard", cwd=REPO).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-    return dest
 
 
 @pytest.fixture(scope="module")
