@@ -479,7 +479,8 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 	locks = Py_BuildValue("{s:N,s:N,s:N}", "shard", lock_stats_dict(&shard), "helper",
 			      lock_stats_dict(&helper), "expect", lock_stats_dict(&expect));
 	ct = PyDict_New();
-	exp = Py_BuildValue("{s:I,s:I}", "entries", fwd_exp_count(&e->exp), "max", e->exp.max);
+	exp = Py_BuildValue("{s:I,s:I,s:I}", "entries", fwd_exp_count(&e->exp), "max", e->exp.max,
+			    "buckets", e->exp.bucket_mask + 1);
 	if (!locks || !ct || !exp)
 		goto fail;
 #define X(name)                          \
