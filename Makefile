@@ -11,6 +11,8 @@ APT_PACKAGES := gcc make python3-dev python3-venv iptables iproute2 iputils-ping
 	libnetfilter-queue-dev libnfnetlink-dev libmnl-dev conntrack tcpdump \
 	clang libclang-rt-14-dev prometheus systemd sip-tester
 ASAN_TREE := build/asan
+# The in-place builds are test builds: they carry the Engine test hooks (setup.py).
+TEST_HOOKS := FWD_TEST_HOOKS=1
 PYTEST_ARGS ?=
 
 .PHONY: all deps build run test test-unit test-asan bench fuzz clean
@@ -39,7 +41,7 @@ $(VENV)/.deps-stamp: build/.apt-stamp pyproject.toml
 deps: $(VENV)/.deps-stamp
 
 build: deps
-	$(PY) setup.py -q build_ext --inplace
+	$(TEST_HOOKS) $(PY) setup.py -q build_ext --inplace
 
 run: build
 	$(PY) -m fwd lab
@@ -55,7 +57,7 @@ test-asan: deps
 	cp -r setup.py pyproject.toml README.md LICENSE MANIFEST.in csrc helpers fwd etc systemd tests \
 		$(ASAN_TREE)/
 	rm -f $(ASAN_TREE)/fwd/*.so
-	cd $(ASAN_TREE) && FWD_SANITIZE=1 $(CURDIR)/$(PY) setup.py -q build_ext --inplace
+	cd $(ASAN_TREE) && FWD_SANITIZE=1 $(TEST_HOOKS) $(CURDIR)/$(PY) setup.py -q build_ext --inplace
 	cd $(ASAN_TREE) && PYTHONPATH=$(CURDIR)/$(ASAN_TREE) \
 		LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
 		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \

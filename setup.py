@@ -3,7 +3,8 @@ and ships the example configuration and the systemd unit inside the package (fwd
 
 Normal builds carry the usual hardening: _FORTIFY_SOURCE, a stack protector, full RELRO.
 FWD_SANITIZE=1 builds the extension with AddressSanitizer + UndefinedBehaviorSanitizer and the
-debug lock-order checker (FWD_DEBUG) instead."""
+debug lock-order checker (FWD_DEBUG) instead.  FWD_TEST_HOOKS=1 adds the test-only units
+(the Makefile's test builds set it; a plain `pip install .` or wheel leaves them out)."""
 
 import os
 from glob import glob
@@ -16,6 +17,19 @@ DATA_DIRS = ("etc", "systemd")
 
 cflags = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
 ldflags = ["-pthread"]
+# Exercisers reached only through Engine test methods; the production extension has neither.
+test_sources = ["csrc/binding_test.c", "csrc/fwd_stress.c"]
+sources = [f for f in sorted(glob("csrc/*.c")) if f not in test_sources]
+test_hooks = os.environ.get("FWD_TEST_HOOKS") == "1"
+if test_hooks:
+    sources += test_sources
+    cflags.append("-DFWD_TEST_HOOKS")
+# A dependency that changes when the flag does, so switching it rebuilds an up-to-date extension.
+flag_file = "build/test-hooks.flag"
+os.makedirs("build", exist_ok=True)
+if not os.path.exists(flag_file) or open(flag_file).read() != str(int(test_hooks)):
+    with open(flag_file, "w") as f:
+        f.write(str(int(test_hooks)))
 if os.environ.get("FWD_SANITIZE") == "1":
     san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
            "-fno-omit-frame-pointer", "-g", "-O1", "-DFWD_DEBUG"]
@@ -41,10 +55,10 @@ setup(
     ext_modules=[
         Extension(
             "fwd._core",
-            sources=sorted(glob("csrc/*.c")) + sorted(glob("helpers/*/fwd_*.c")),
+            sources=sources + sorted(glob("helpers/*/fwd_*.c")),
             include_dirs=["csrc", *sorted(glob("helpers/*/"))],
             libraries=["mnl", "netfilter_queue"],
-            depends=sorted(glob("csrc/*.h")) + sorted(glob("helpers/*/*.h")),
+            depends=sorted(glob("csrc/*.h")) + sorted(glob("helpers/*/*.h")) + [flag_file],
             extra_compile_args=cflags,
             extra_link_args=ldflags,
         )

@@ -1,30 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-/* fwd._core: the Python binding, and the only C file that includes Python.h.
- * One C call per batch; the GIL is released while the engine runs; C return codes become
- * Python exceptions here and nowhere else. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-#include "fwd_engine.h"
+/* fwd._core module and types: Python objects in and out of the engine (see binding.h).
+ * One C call per batch; the GIL is released while the engine runs. */
+#include "binding.h"
 #include "fwd_nfq.h"
-#include "fwd_stress.h"
 
 #include <arpa/inet.h>
 #include <sys/random.h>
-
-/* Rules per policy: far more than a readable policy has; bounds the stats buffer. */
-#define FWD_MAX_RULES 4096
-
-typedef struct {
-	PyObject_HEAD
-	struct fwd_engine *engine;
-} EngineObject;
 
 static const char *const state_names[FWD_STATES] = {
 	"new", "established", "related", "invalid", "untracked",
 };
 
-static PyObject *errno_error(int err)
+PyObject *errno_error(int err)
 {
 	if (err == -ENOMEM)
 		return PyErr_NoMemory();
@@ -32,7 +19,7 @@ static PyObject *errno_error(int err)
 	return PyErr_SetFromErrno(err == -EINVAL ? PyExc_ValueError : PyExc_OSError);
 }
 
-static uint64_t seconds_to_ns(double s)
+uint64_t seconds_to_ns(double s)
 {
 	return s <= 0 ? 0 : (uint64_t)(s * 1e9);
 }
@@ -131,7 +118,7 @@ static void Engine_dealloc(EngineObject *self)
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static int check_ready(EngineObject *self)
+int check_ready(EngineObject *self)
 {
 	if (!self->engine) {
 		PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");
@@ -140,273 +127,6 @@ static int check_ready(EngineObject *self)
 	return 0;
 }
 
-/* Address bytes (4 or 16 long, or None) into *addr; sets *family if given. */
-static int parse_addr(PyObject *obj, uint8_t family, union fwd_addr *addr, const char *what)
-{
-	char *data;
-	Py_ssize_t len;
-
-	memset(addr, 0, sizeof(*addr));
-	if (obj == Py_None)
-		return 0;
-	if (PyBytes_AsStringAndSize(obj, &data, &len))
-		return -1;
-	if (!((family == 4 && len == 4) || (family == 6 && len == 16))) {
-		PyErr_Format(PyExc_ValueError, "%s must be %d bytes for family %d", what,
-			     family == 4 ? 4 : 16, family);
-		return -1;
-	}
-	memcpy(addr->b, data, (size_t)len);
-	return 0;
-}
-
-static int parse_rule(PyObject *item, struct fwd_rule *r)
-{
-	unsigned int state_mask, family, src_plen, dst_plen, sport_lo, sport_hi, dport_lo, dport_hi;
-	unsigned int iif, oif, verdict;
-	int proto;
-	long long mark;
-	PyObject *src, *dst;
-
-	if (!PyTuple_Check(item) ||
-	    !PyArg_ParseTuple(item, "IIiOIOIIIIIIIIL;rule must be a 15-tuple", &state_mask, &family,
-			      &proto, &src, &src_plen, &dst, &dst_plen, &sport_lo, &sport_hi,
-			      &dport_lo, &dport_hi, &iif, &oif, &verdict, &mark)) {
-		if (!PyErr_Occurred())
-			PyErr_SetString(PyExc_TypeError, "rule must be a tuple");
-		return -1;
-	}
-	memset(r, 0, sizeof(*r));
-	if (state_mask >= (1u << FWD_STATES) || (family != 0 && family != 4 && family != 6) ||
-	    proto < -1 || proto > 255 || sport_lo > sport_hi || sport_hi > 65535 ||
-	    dport_lo > dport_hi || dport_hi > 65535 || verdict > 1 || mark < -1 ||
-	    mark > 0xffffffffLL) {
-		PyErr_SetString(PyExc_ValueError, "rule field out of range");
-		return -1;
-	}
-	if ((src != Py_None || dst != Py_None) && !family) {
-		PyErr_SetString(PyExc_ValueError, "a rule with addresses needs family 4 or 6");
-		return -1;
-	}
-	if (parse_addr(src, (uint8_t)family, &r->src, "src") ||
-	    parse_addr(dst, (uint8_t)family, &r->dst, "dst"))
-		return -1;
-	if ((src != Py_None && fwd_prefix_mask((uint8_t)family, src_plen, &r->src, &r->src_mask)) ||
-	    (dst != Py_None && fwd_prefix_mask((uint8_t)family, dst_plen, &r->dst, &r->dst_mask))) {
-		PyErr_SetString(PyExc_ValueError, "prefix length too long");
-		return -1;
-	}
-	r->state_mask = state_mask;
-	r->family = (uint8_t)family;
-	r->proto = (int16_t)proto;
-	r->has_addr = src != Py_None || dst != Py_None;
-	r->sport_lo = (uint16_t)sport_lo;
-	r->sport_hi = (uint16_t)sport_hi;
-	r->dport_lo = (uint16_t)dport_lo;
-	r->dport_hi = (uint16_t)dport_hi;
-	r->has_ports = sport_lo > 0 || sport_hi < 65535 || dport_lo > 0 || dport_hi < 65535;
-	r->iif = iif;
-	r->oif = oif;
-	r->verdict = (uint8_t)verdict;
-	r->mark = mark;
-	return 0;
-}
-
-/* Rule names for traces: one per rule; quotes, backslashes and control characters refused so
- * that they can be written into JSON as they are. */
-static int set_rule_names(struct fwd_policy *pol, PyObject *names)
-{
-	PyObject *seq = PySequence_Fast(names, "names must be a sequence of str");
-	const char **c = NULL;
-	int err = -1;
-
-	if (!seq)
-		return -1;
-	if ((uint32_t)PySequence_Fast_GET_SIZE(seq) != pol->nrules) {
-		PyErr_SetString(PyExc_ValueError, "one name per rule");
-		goto out;
-	}
-	c = PyMem_Calloc(pol->nrules + 1, sizeof(*c));
-	if (!c) {
-		PyErr_NoMemory();
-		goto out;
-	}
-	for (uint32_t i = 0; i < pol->nrules; i++) {
-		c[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
-		if (!c[i])
-			goto out;
-		for (const char *k = c[i]; *k; k++) {
-			if (*k == '"' || *k == '\\' || (unsigned char)*k < 0x20) {
-				PyErr_Format(PyExc_ValueError, "rule name %R: no quotes, backslashes or "
-					     "control characters", PySequence_Fast_GET_ITEM(seq, i));
-				goto out;
-			}
-		}
-	}
-	if (fwd_policy_set_names(pol, c) == 0)
-		err = 0;
-	else
-		PyErr_NoMemory();
-out:
-	PyMem_Free(c);
-	Py_DECREF(seq);
-	return err;
-}
-
-/* One helper instance: (type, on_error, [(max_expected, timeout_s)] per class, [knobs],
- * [(proto, port_lo, port_hi)] bindings). */
-static int parse_helper(PyObject *item, struct fwd_policy *pol)
-{
-	const char *type_name;
-	unsigned int on_error;
-	PyObject *classes, *knobs, *bindings;
-	const struct fwd_helper_type *type;
-	struct fwd_helper *h;
-
-	if (!PyTuple_Check(item) ||
-	    !PyArg_ParseTuple(item, "sIO!O!O!;helper must be (type, on_error, classes, knobs, bindings)",
-			      &type_name, &on_error, &PyList_Type, &classes, &PyList_Type, &knobs,
-			      &PyList_Type, &bindings)) {
-		if (!PyErr_Occurred())
-			PyErr_SetString(PyExc_TypeError, "helper must be a tuple");
-		return -1;
-	}
-	type = fwd_helper_type_find(type_name);
-	if (!type) {
-		PyErr_Format(PyExc_ValueError, "no helper type %R", PyTuple_GET_ITEM(item, 0));
-		return -1;
-	}
-	if (PyList_GET_SIZE(classes) != type->nclasses || PyList_GET_SIZE(knobs) > FWD_HELPER_KNOBS ||
-	    on_error > 1) {
-		PyErr_Format(PyExc_ValueError, "helper %s: %d classes, at most %d knobs, on_error 0/1",
-			     type_name, type->nclasses, FWD_HELPER_KNOBS);
-		return -1;
-	}
-	h = fwd_helper_new(type);
-	if (!h) {
-		PyErr_NoMemory();
-		return -1;
-	}
-	pol->helpers[pol->nhelpers++] = h; /* freed with the policy from here on */
-	h->on_error = (uint8_t)on_error;
-	for (Py_ssize_t c = 0; c < PyList_GET_SIZE(classes); c++) {
-		unsigned int max;
-		double timeout;
-
-		if (!PyArg_ParseTuple(PyList_GET_ITEM(classes, c), "Id", &max, &timeout))
-			return -1;
-		if (!(timeout > 0 && timeout < 1e9)) {
-			PyErr_SetString(PyExc_ValueError, "expectation timeout out of range");
-			return -1;
-		}
-		h->policy[c] = (struct fwd_exp_class_policy){ max, seconds_to_ns(timeout) };
-	}
-	for (Py_ssize_t k = 0; k < PyList_GET_SIZE(knobs); k++) {
-		h->knobs[k] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(knobs, k));
-		if (PyErr_Occurred())
-			return -1;
-	}
-	for (Py_ssize_t b = 0; b < PyList_GET_SIZE(bindings); b++) {
-		struct fwd_helper_binding *bind;
-		unsigned int proto, lo, hi;
-
-		if (!PyArg_ParseTuple(PyList_GET_ITEM(bindings, b), "III", &proto, &lo, &hi))
-			return -1;
-		if (proto > 255 || lo > hi || hi > 65535) {
-			PyErr_SetString(PyExc_ValueError, "helper binding out of range");
-			return -1;
-		}
-		bind = realloc(pol->bindings, (pol->nbindings + 1) * sizeof(*bind));
-		if (!bind) {
-			PyErr_NoMemory();
-			return -1;
-		}
-		pol->bindings = bind;
-		bind[pol->nbindings++] = (struct fwd_helper_binding){ (uint8_t)proto, (uint16_t)lo,
-								      (uint16_t)hi, h };
-	}
-	return 0;
-}
-
-static int set_helpers(struct fwd_policy *pol, PyObject *helpers)
-{
-	PyObject *seq = PySequence_Fast(helpers, "helpers must be a sequence");
-	int err = 0;
-
-	if (!seq)
-		return -1;
-	pol->helpers = calloc((size_t)PySequence_Fast_GET_SIZE(seq) + 1, sizeof(*pol->helpers));
-	if (!pol->helpers) {
-		Py_DECREF(seq);
-		PyErr_NoMemory();
-		return -1;
-	}
-	for (Py_ssize_t i = 0; !err && i < PySequence_Fast_GET_SIZE(seq); i++)
-		err = parse_helper(PySequence_Fast_GET_ITEM(seq, i), pol);
-	Py_DECREF(seq);
-	return err;
-}
-
-static PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw)
-{
-	static char *kwlist[] = { "rules", "default_verdict", "default_mark", "names", "helpers",
-				  NULL };
-	PyObject *rules, *seq, *names = Py_None, *helpers = Py_None;
-	unsigned int def_verdict;
-	long long def_mark = FWD_MARK_NONE;
-	struct fwd_policy *pol;
-	Py_ssize_t n;
-
-	if (check_ready(self) ||
-	    !PyArg_ParseTupleAndKeywords(args, kw, "OI|LOO", kwlist, &rules, &def_verdict, &def_mark,
-					 &names, &helpers))
-		return NULL;
-	if (def_verdict > 1 || def_mark < -1 || def_mark > 0xffffffffLL) {
-		PyErr_SetString(PyExc_ValueError, "default verdict or mark out of range");
-		return NULL;
-	}
-	seq = PySequence_Fast(rules, "rules must be a sequence");
-	if (!seq)
-		return NULL;
-	n = PySequence_Fast_GET_SIZE(seq);
-	pol = n > FWD_MAX_RULES ? NULL : fwd_policy_alloc((uint32_t)n, FWD_MAX_WORKERS);
-	if (n > FWD_MAX_RULES) {
-		Py_DECREF(seq);
-		PyErr_Format(PyExc_ValueError, "at most %d rules", FWD_MAX_RULES);
-		return NULL;
-	}
-	if (!pol) {
-		Py_DECREF(seq);
-		return PyErr_NoMemory();
-	}
-	pol->default_verdict = (uint8_t)def_verdict;
-	pol->default_mark = def_mark;
-	for (Py_ssize_t i = 0; i < n; i++) {
-		if (parse_rule(PySequence_Fast_GET_ITEM(seq, i), &pol->rules[i])) {
-			PyObject *type, *value, *tb;
-
-			PyErr_Fetch(&type, &value, &tb);
-			PyErr_NormalizeException(&type, &value, &tb);
-			PyErr_Format(PyExc_ValueError, "rule %zd: %S", i, value);
-			Py_XDECREF(type);
-			Py_XDECREF(value);
-			Py_XDECREF(tb);
-			fwd_policy_free(pol);
-			Py_DECREF(seq);
-			return NULL;
-		}
-	}
-	Py_DECREF(seq);
-	if ((names != Py_None && set_rule_names(pol, names)) ||
-	    (helpers != Py_None && set_helpers(pol, helpers))) {
-		fwd_policy_free(pol);
-		return NULL;
-	}
-	Py_BEGIN_ALLOW_THREADS
-	fwd_engine_set_policy(self->engine, pol);
-	Py_END_ALLOW_THREADS
-	Py_RETURN_NONE;
-}
 
 static PyObject *Engine_process(EngineObject *self, PyObject *args, PyObject *kw)
 {
@@ -585,7 +305,7 @@ static void copy_ct(const struct fwd_ct *ct, void *arg)
 	};
 }
 
-static PyObject *addr_str(const struct fwd_tuple *t, const union fwd_addr *a)
+PyObject *addr_str(const struct fwd_tuple *t, const union fwd_addr *a)
 {
 	char buf[INET6_ADDRSTRLEN];
 
@@ -651,7 +371,7 @@ static PyObject *lock_stats_dict(const struct fwd_lock_stats *s)
 			     "hold_ns", s->hold_ns, "wait_hist", hist);
 }
 
-static int set_u64(PyObject *dict, const char *key, uint64_t value)
+int set_u64(PyObject *dict, const char *key, uint64_t value)
 {
 	PyObject *o = PyLong_FromUnsignedLongLong(value);
 	int err = o ? PyDict_SetItemString(dict, key, o) : -1;
@@ -759,7 +479,8 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *Py_UNUSED(ignored))
 	locks = Py_BuildValue("{s:N,s:N,s:N}", "shard", lock_stats_dict(&shard), "helper",
 			      lock_stats_dict(&helper), "expect", lock_stats_dict(&expect));
 	ct = PyDict_New();
-	exp = Py_BuildValue("{s:I,s:I}", "entries", fwd_exp_count(&e->exp), "max", e->exp.max);
+	exp = Py_BuildValue("{s:I,s:I,s:I}", "entries", fwd_exp_count(&e->exp), "max", e->exp.max,
+			    "buckets", e->exp.bucket_mask + 1);
 	if (!locks || !ct || !exp)
 		goto fail;
 #define X(name)                          \
@@ -879,8 +600,6 @@ static PyObject *Engine_kill(EngineObject *self, PyObject *args)
 	Py_END_ALLOW_THREADS
 	return PyBool_FromLong(killed);
 }
-
-static PyObject *tuple_dict(const struct fwd_tuple *t);
 
 /* An expectation's description for Python: wildcarded fields are None. */
 static PyObject *exp_dict(const struct fwd_exp_spec *s, const struct fwd_tuple *master, double left,
@@ -1034,86 +753,6 @@ static PyObject *Engine_expectations_created(EngineObject *self, PyObject *Py_UN
 	return list;
 }
 
-static PyObject *Engine_stress(EngineObject *self, PyObject *args, PyObject *kw)
-{
-	static char *kwlist[] = { "threads", "conns", "rounds", "keep", NULL };
-	unsigned int threads, conns, rounds = 1;
-	struct fwd_stress_result r;
-	int err, keep = 0;
-
-	if (check_ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "II|Ip", kwlist, &threads,
-								&conns, &rounds, &keep))
-		return NULL;
-	if (!threads || threads > 256) {
-		PyErr_SetString(PyExc_ValueError, "threads must be 1..256");
-		return NULL;
-	}
-	Py_BEGIN_ALLOW_THREADS
-	err = fwd_stress_run(&self->engine->ct, threads, conns, rounds, keep, &r);
-	Py_END_ALLOW_THREADS
-	if (err)
-		return errno_error(err);
-	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:d,s:d,s:d}", "inserted",
-			     r.inserted, "insert_failed", r.insert_failed, "found_orig",
-			     r.found_orig, "found_reply", r.found_reply, "missing", r.missing,
-			     "killed", r.killed, "cross_shard", r.cross_shard, "lookups", r.lookups,
-			     "seconds", (double)r.elapsed_ns / 1e9, "insert_seconds",
-			     (double)r.insert_ns / 1e9, "lookup_seconds", (double)r.lookup_ns / 1e9,
-			     "kill_seconds", (double)r.kill_ns / 1e9);
-}
-
-static PyObject *Engine_stress_expect(EngineObject *self, PyObject *args, PyObject *kw)
-{
-	static char *kwlist[] = { "threads", "rounds", "per_master", NULL };
-	unsigned int threads, rounds, per_master = 16;
-	struct fwd_stress_expect_result r;
-	int err;
-
-	if (check_ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "II|I", kwlist, &threads,
-								&rounds, &per_master))
-		return NULL;
-	Py_BEGIN_ALLOW_THREADS
-	err = fwd_stress_expect(self->engine, threads, rounds, per_master, &r);
-	Py_END_ALLOW_THREADS
-	if (err)
-		return errno_error(err);
-	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K}", "masters", r.masters, "added", r.added,
-			     "matched_own", r.matched_own, "matched_other", r.matched_other,
-			     "killed", r.killed);
-}
-
-static int tuple_arg(PyObject *data, struct fwd_pkt *p)
-{
-	Py_buffer buf;
-
-	if (PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE))
-		return -1;
-	fwd_pkt_parse(p, buf.buf, (size_t)buf.len, 0);
-	PyBuffer_Release(&buf);
-	return 0;
-}
-
-/* Where the connection a packet would create lives: buckets and shards of both tuples. */
-static PyObject *Engine_placement(EngineObject *self, PyObject *data)
-{
-	struct fwd_engine *e = self->engine;
-	struct fwd_pkt p;
-	struct fwd_tuple reply;
-	uint32_t b0, b1;
-
-	if (check_ready(self) || tuple_arg(data, &p))
-		return NULL;
-	if (p.kind != FWD_PKT_TRACKED) {
-		PyErr_SetString(PyExc_ValueError, "packet has no connection tuple");
-		return NULL;
-	}
-	fwd_tuple_invert(&p.tuple, &reply);
-	b0 = fwd_ct_bucket(&e->ct, &p.tuple);
-	b1 = fwd_ct_bucket(&e->ct, &reply);
-	return Py_BuildValue("{s:k,s:k,s:k,s:k}", "bucket", (unsigned long)b0, "reply_bucket",
-			     (unsigned long)b1, "shard", (unsigned long)(b0 & e->ct.shard_mask),
-			     "reply_shard", (unsigned long)(b1 & e->ct.shard_mask));
-}
 
 static PyObject *Engine_timeouts_default(PyObject *Py_UNUSED(cls), PyObject *Py_UNUSED(ignored))
 {
@@ -1132,7 +771,7 @@ static PyObject *Engine_timeouts_default(PyObject *Py_UNUSED(cls), PyObject *Py_
 	return d;
 }
 
-static PyObject *tuple_dict(const struct fwd_tuple *t)
+PyObject *tuple_dict(const struct fwd_tuple *t)
 {
 	return Py_BuildValue("{s:i,s:i,s:N,s:N,s:i,s:i}", "family", t->family, "proto", t->proto,
 			     "src", addr_str(t, &t->src), "dst", addr_str(t, &t->dst), "sport",
@@ -1208,14 +847,6 @@ static PyMethodDef Engine_methods[] = {
 	  "by_state() -> {proto: {state: count}}: walks the table" },
 	{ "kill", (PyCFunction)Engine_kill, METH_VARARGS,
 	  "kill(family, proto, src, dst, sport, dport) -> bool: remove one connection" },
-	{ "stress", (PyCFunction)(void (*)(void))Engine_stress, METH_VARARGS | METH_KEYWORDS,
-	  "stress(threads, conns, rounds=1, keep=False) -> dict: multi-threaded table exerciser; "
-	  "*_seconds are per phase, summed over threads" },
-	{ "stress_expect", (PyCFunction)(void (*)(void))Engine_stress_expect,
-	  METH_VARARGS | METH_KEYWORDS,
-	  "stress_expect(threads, rounds, per_master=16) -> dict: expectation exerciser" },
-	{ "placement", (PyCFunction)Engine_placement, METH_O,
-	  "placement(packet) -> buckets and shards of the packet's tuple and its reply" },
 	{ "timeouts_default", (PyCFunction)Engine_timeouts_default, METH_NOARGS | METH_STATIC,
 	  "default timeouts in seconds" },
 	{ NULL },
@@ -1403,6 +1034,10 @@ PyMODINIT_FUNC PyInit__core(void)
 
 	if (PyType_Ready(&EngineType) < 0 || PyType_Ready(&NfqWorkersType) < 0)
 		return NULL;
+#ifdef FWD_TEST_HOOKS
+	if (fwd_test_hooks_add(&EngineType))
+		return NULL;
+#endif
 	m = PyModule_Create(&core_module);
 	if (!m)
 		return NULL;

@@ -34,7 +34,7 @@ int fwd_engine_init(struct fwd_engine *e, uint32_t nbuckets, uint32_t nshards,
 	}
 	err = fwd_ct_table_init(&e->ct, nbuckets, nshards, max_entries, seed);
 	if (!err) {
-		err = fwd_exp_table_init(&e->exp, 1024, expect_max, seed ^ 0x5bd1e995u);
+		err = fwd_exp_table_init(&e->exp, expect_max, seed ^ 0x5bd1e995u);
 		if (err)
 			fwd_ct_table_destroy(&e->ct);
 	}

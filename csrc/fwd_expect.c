@@ -12,10 +12,14 @@ const char *const fwd_exp_end_names[FWD_EXP_ENDS] = {
 
 #define STAT(x, name) FWD_RELAXED_INC((x)->st.name, 1)
 
-int fwd_exp_table_init(struct fwd_exp_table *x, uint32_t nbuckets, uint32_t max, uint64_t seed)
+int fwd_exp_table_init(struct fwd_exp_table *x, uint32_t max, uint64_t seed)
 {
-	if (!nbuckets || (nbuckets & (nbuckets - 1)))
+	uint32_t nbuckets = 1;
+
+	if (!max)
 		return -EINVAL;
+	while (nbuckets < FWD_EXP_MAX_BUCKETS && (uint64_t)nbuckets * FWD_EXP_PER_BUCKET < max)
+		nbuckets <<= 1;
 	memset(x, 0, sizeof(*x));
 	x->buckets = calloc(nbuckets, sizeof(*x->buckets));
 	if (!x->buckets)

@@ -83,7 +83,14 @@ struct fwd_exp_table {
 	uint32_t journal_len, journal_cap;
 };
 
-int fwd_exp_table_init(struct fwd_exp_table *x, uint32_t nbuckets, uint32_t max, uint64_t seed);
+/* Expectations per hash bucket when the table is full: the kernel's ratio (nf_conntrack_expect_max
+ * defaults to 4 x nf_ct_expect_hsize).  The table gets the smallest power of two of buckets that
+ * keeps `max` expectations within it, capped at FWD_EXP_MAX_BUCKETS (8 MiB of heads). */
+#define FWD_EXP_PER_BUCKET 4
+#define FWD_EXP_MAX_BUCKETS (1u << 20)
+
+/* A table for at most `max` expectations, sized from it (above).  0, -EINVAL or -ENOMEM. */
+int fwd_exp_table_init(struct fwd_exp_table *x, uint32_t max, uint64_t seed);
 void fwd_exp_table_destroy(struct fwd_exp_table *x);
 
 static inline uint32_t fwd_exp_count(const struct fwd_exp_table *x)

@@ -4,7 +4,8 @@
 a ConfigError whose key names the exact place ("conntrack.shards", "policy.rule[2].dport",
 "queue.hooks[1]"; rule indexes are 0-based) and whose message says what is allowed.  Unknown
 sections and keys are errors; missing ones take the defaults of the dataclasses below.
-Nothing here touches the engine: fwd.engine turns a Config into engine calls.
+Nothing here touches the engine: fwd.engine turns a Config into engine calls.  The helper files
+of helpers.dir are read by fwd.helper_config, which builds on this module (never the reverse).
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ class ControlConfig:
 @dataclass(frozen=True)
 class HelpersConfig:
     dir: str = "helpers.d"     # folder of <helper>.toml files, relative to this file's folder
-    loaded: tuple = ()         # fwd.helper_config.HelperConfig of each file found there
+    path: str = "helpers.d"    # that folder as found (fwd.helper_config reads the files in it)
+    required: bool = False     # dir was set explicitly: its absence is an error
 
 
 @dataclass(frozen=True)
@@ -183,8 +185,10 @@ def parse(data: dict[str, Any], source: str | None = None) -> Config:
                                 "log": _log, "metrics": _metrics, "control": _control,
                                 "helpers": _helpers},
                      what="section")
-    sections["helpers"] = _load_helpers(sections.get("helpers", HelpersConfig()), source,
-                                        explicit="dir" in data.get("helpers", {}))
+    helpers = sections.get("helpers", HelpersConfig())
+    sections["helpers"] = dataclasses.replace(
+        helpers, path=os.path.join(os.path.dirname(source) if source else ".", helpers.dir),
+        required="dir" in data.get("helpers", {}))
     return Config(**sections, path=source)
 
 
@@ -271,16 +275,6 @@ def _control(data: Any, key: str) -> ControlConfig:
 
 def _helpers(data: Any, key: str) -> HelpersConfig:
     return HelpersConfig(**read_table(data, key, {"dir": _name}))
-
-
-def _load_helpers(helpers: HelpersConfig, source: str | None, explicit: bool) -> HelpersConfig:
-    """Read every helper file of helpers.dir (relative to the config file's folder)."""
-    from fwd import helper_config  # it builds on this module's checks
-
-    base = os.path.dirname(source) if source else "."
-    directory = os.path.join(base, helpers.dir)
-    return HelpersConfig(dir=helpers.dir,
-                         loaded=helper_config.load_dir(directory, required=explicit))
 
 
 def _policy(data: Any, key: str) -> PolicyConfig:

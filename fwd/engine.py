@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from typing import Callable
 
-from fwd import _core
+from fwd import _core, helper_config
 from fwd.config import Config, ConfigError, RuleConfig
 
 _VERDICTS = {"accept": _core.VERDICT_ACCEPT, "drop": _core.VERDICT_DROP}
@@ -56,7 +56,7 @@ def configure(engine: _core.Engine, cfg: Config,
              for i, rule in enumerate(policy.rules)]
     default_mark = -1 if policy.default_mark is None else policy.default_mark
     names = [rule.name for rule in policy.rules]
-    helpers = [h.engine_tuple() for h in cfg.helpers.loaded if h.enabled]
+    helpers = [h.engine_tuple() for h in helper_config.load_all(cfg) if h.enabled]
     try:
         engine.set_policy(rules, _VERDICTS[policy.default], default_mark, names, helpers)
     except ValueError as e:  # the engine checks too; it changes nothing when it refuses

@@ -82,6 +82,11 @@ def load(name: str) -> ModuleType:
     raise KeyError(name)
 
 
+def load_all(cfg: cfgmod.Config) -> tuple[HelperConfig, ...]:
+    """The helper files of cfg.helpers.path, checked."""
+    return load_dir(cfg.helpers.path, cfg.helpers.required)
+
+
 def load_dir(directory: str, required: bool) -> tuple[HelperConfig, ...]:
     """Every <name>.toml in `directory`, checked.  A missing directory is an error only when
     `required` (it was configured explicitly)."""

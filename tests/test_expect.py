@@ -243,3 +243,10 @@ def test_eviction_takes_the_oldest_of_the_class():
                                                       ("audio", 5500)))))
     assert sorted(x["dport"] for x in e.expectations(1.0)) == [5000, 5001, 5500, 5501]
     assert e.stats()["expect"]["evicted"] == 2
+
+
+@pytest.mark.parametrize("expect_max,buckets", [
+    (1, 1), (4, 1), (5, 2), (4096, 1024), (4097, 2048), (2**32 - 1, 2**20)])
+def test_expect_buckets_are_sized_from_expect_max(expect_max, buckets):
+    # The kernel's ratio: at most 4 expectations per bucket when full, capped at 2^20 buckets.
+    assert _core.Engine(expect_max=expect_max).stats()["expect"]["buckets"] == buckets

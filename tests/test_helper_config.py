@@ -19,9 +19,13 @@ def write(tmp_path, main="", **helpers):
     return tmp_path / "fwd.toml"
 
 
+def helpers(path):
+    """The helper files next to the config file at `path`, as every engine.configure reads them."""
+    return helper_config.load_all(config.load(path))
+
+
 def test_shipped_sip_file_loads_with_the_kernel_defaults():
-    cfg = config.load(os.path.join(ROOT, "etc", "fwd.toml"))
-    (sip,) = cfg.helpers.loaded
+    (sip,) = helpers(os.path.join(ROOT, "etc", "fwd.toml"))
     assert (sip.name, sip.enabled, sip.ports, sip.transports) == ("sip", True, ((5060, 5060),),
                                                                   ("udp", "tcp"))
     assert dict(sip.policy) == {"signalling": (1, 180), "audio": (4, 180), "video": (4, 180),
@@ -32,7 +36,7 @@ def test_shipped_sip_file_loads_with_the_kernel_defaults():
 
 def test_no_file_no_helper(tmp_path):
     cfg = config.load(write(tmp_path))
-    assert cfg.helpers.loaded == ()
+    assert helper_config.load_all(cfg) == ()
     e = engine.create_engine(cfg)
     engine.configure(e, cfg)
     assert e.stats()["helpers"] == []
@@ -42,7 +46,7 @@ def test_helper_settings_reach_the_engine(tmp_path):
     path = write(tmp_path, sip='ports = ["5070-5071"]\ntransports = ["udp"]\n'
                                "direct_media = false\n[policy.audio]\nmax_expected = 2\n")
     cfg = config.load(path)
-    (sip,) = cfg.helpers.loaded
+    (sip,) = helper_config.load_all(cfg)
     name, on_error, classes, knobs, bindings = sip.engine_tuple()
     assert (name, on_error, bindings) == ("sip", 0, [(17, 5070, 5071)])
     assert classes == [(1, 180), (2, 180), (4, 180), (2, 180)]
@@ -73,14 +77,14 @@ def test_disabled_helper_attaches_nothing(tmp_path):
 ])
 def test_bad_helper_file_names_the_key(tmp_path, text, key, message):
     with pytest.raises(ConfigError) as err:
-        config.load(write(tmp_path, sip=text))
+        helpers(write(tmp_path, sip=text))
     assert err.value.key == key
     assert message in err.value.message and "sip.toml" in err.value.message
 
 
 def test_unknown_helper_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as err:
-        config.load(write(tmp_path, h999="enabled = true\n"))
+        helpers(write(tmp_path, h999="enabled = true\n"))
     assert err.value.key == "helpers.h999" and "sip" in err.value.message
 
 
@@ -88,7 +92,7 @@ def test_explicit_missing_dir_is_an_error(tmp_path):
     path = tmp_path / "fwd.toml"
     path.write_text('[helpers]\ndir = "nowhere"\n')
     with pytest.raises(ConfigError) as err:
-        config.load(path)
+        helpers(path)
     assert err.value.key == "helpers.dir"
 
 

@@ -29,9 +29,10 @@ NO_CACHE = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
             "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
-def run(*cmd, check: bool = True, **kw) -> subprocess.CompletedProcess:
+def run(*cmd, check: bool = True, cwd: Path | str = "/") -> subprocess.CompletedProcess:
+    """Runs `cmd` away from this checkout (`python -c` would import fwd from the cwd)."""
     done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600,
-                          env=NO_CACHE, check=False, **kw)
+                          env=NO_CACHE, check=False, cwd=cwd)
     if check:
         assert done.returncode == 0, f"{cmd}:\n{done.stdout}\n{done.stderr}"
     return done
@@ -120,6 +121,11 @@ def test_replay(installed, tmp_path):
     assert [(v[1], v[3]) for v in verdicts] == [
         ("accept", "from-inside"), ("accept", "established"), ("accept", "established"),
         ("drop", "(default)")], done.stdout
+
+
+def test_no_test_hooks_in_the_production_extension(installed):
+    script = "from fwd import _core; print(sorted(n for n in dir(_core.Engine) if 'stress' in n or n == 'placement'))"
+    assert run(installed / "python", "-c", script).stdout == "[]\n"
 
 
 def test_extension_is_hardened(installed):

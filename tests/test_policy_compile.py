@@ -273,10 +273,11 @@ def test_shipped_policy_is_a_stateful_gateway():
     cfg = config.load(SHIPPED)
     eng = engine.create_engine(cfg)
     names = engine.configure(eng, cfg, resolve)
-    inside_syn = tcp("10.77.1.2", "10.77.2.2", 40000, 80)
-    reply = tcp("10.77.2.2", "10.77.1.2", 80, 40000, "SA", seq=5000, ack=1001)
-    outside_syn = tcp("10.77.2.2", "10.77.1.2", 40001, 22)
-    ping_in = IP(src="10.77.2.2", dst="10.77.1.2") / ICMP(type=8, id=9)
+    # The example's inside network is 192.168.0.0/16.
+    inside_syn = tcp("192.168.1.2", "10.77.2.2", 40000, 80)
+    reply = tcp("10.77.2.2", "192.168.1.2", 80, 40000, "SA", seq=5000, ack=1001)
+    outside_syn = tcp("10.77.2.2", "192.168.1.2", 40001, 22)
+    ping_in = IP(src="10.77.2.2", dst="192.168.1.2") / ICMP(type=8, id=9)
     ping6_in = IPv6(src="fd77:2::2", dst="fd77:1::2") / ICMPv6EchoRequest(id=9)
     results = [run(eng, p, now=1.0 + i)[0] for i, p in enumerate(
         [(inside_syn, IN, OUT), (reply, OUT, IN), (outside_syn, OUT, IN), (ping_in, OUT, IN),
