@@ -5,11 +5,11 @@
 #include "fwd_nfq.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <sys/random.h>
 
-static const char *const state_names[FWD_STATES] = {
-	"new", "established", "related", "invalid", "untracked",
-};
+/* How connections() and by_state() name the state of a connection without TCP states. */
+static const char *const reply_names[2] = { "UNREPLIED", "REPLIED" };
 
 PyObject *errno_error(int err)
 {
@@ -317,7 +317,7 @@ static PyObject *conn_dict(const struct ct_copy *c, uint64_t now)
 {
 	const struct fwd_tuple *o = &c->tuple[0], *r = &c->tuple[1];
 	const char *state = o->proto == 6 ? fwd_tcp_state_names[c->proto_state]
-			    : c->status & FWD_CT_SEEN_REPLY ? "REPLIED" : "UNREPLIED";
+			    : reply_names[!!(c->status & FWD_CT_SEEN_REPLY)];
 	double left = c->expires > now ? (double)(c->expires - now) / 1e9 : 0.0;
 
 	return Py_BuildValue("{s:i,s:i,s:N,s:N,s:i,s:i,s:N,s:N,s:i,s:i,s:s,s:O,s:O,s:d,s:k,s:k}",
@@ -411,7 +411,8 @@ static void copy_policy(const struct fwd_policy *pol, void *arg)
 		const struct fwd_helper *h = pol->helpers[i];
 
 		c->helpers[i].name = h->type->name;
-#define X(name) c->helpers[i].name = __atomic_load_n(&h->st.name, __ATOMIC_RELAXED);
+#define X(name) \
+		c->helpers[i].name = __atomic_load_n(&h->st[FWD_HELPER_##name], __ATOMIC_RELAXED);
 		FWD_HELPER_COUNTERS(X)
 #undef X
 	}
@@ -556,8 +557,8 @@ static PyObject *Engine_by_state(EngineObject *self, PyObject *Py_UNUSED(ignored
 		if (set_u64(tcp, fwd_tcp_state_names[i], c.tcp[i]))
 			goto fail;
 	for (int p = 0; p < 4; p++) {
-		PyObject *v = Py_BuildValue("{s:I,s:I}", "UNREPLIED", c.by_proto[p][0], "REPLIED",
-					    c.by_proto[p][1]);
+		PyObject *v = Py_BuildValue("{s:I,s:I}", reply_names[0], c.by_proto[p][0],
+					    reply_names[1], c.by_proto[p][1]);
 
 		if (!v || PyDict_SetItemString(d, protos[p], v)) {
 			Py_XDECREF(v);
@@ -1018,6 +1019,8 @@ static PyTypeObject NfqWorkersType = {
 };
 
 static PyMethodDef module_methods[] = {
+	{ "helper_types", mod_helper_types, METH_NOARGS,
+	  "helper_types() -> {name: {classes: [...], knobs: [...]}}: the compiled-in helpers" },
 	{ "parse_packet", mod_parse_packet, METH_VARARGS,
 	  "parse_packet(data, wire_len=0) -> dict: what the engine's parser makes of one packet" },
 	{ NULL },
@@ -1028,9 +1031,65 @@ static struct PyModuleDef core_module = {
 	.m_methods = module_methods,
 };
 
+/* m.<prefix><ID> = value for each of n names, and m.<prefix>NAMES = the names in value order. */
+static int add_names(PyObject *m, const char *prefix, const char *const *names, int n)
+{
+	PyObject *t = PyTuple_New(n);
+	char key[64];
+
+	if (!t)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		PyObject *s = PyUnicode_FromString(names[i]);
+		int k;
+
+		if (!s) {
+			Py_DECREF(t);
+			return -1;
+		}
+		PyTuple_SET_ITEM(t, i, s);
+		k = snprintf(key, sizeof(key), "%s%s", prefix, names[i]);
+		for (int j = 0; j < k; j++)
+			key[j] = (char)toupper((unsigned char)key[j]);
+		if (PyModule_AddIntConstant(m, key, i) < 0) {
+			Py_DECREF(t);
+			return -1;
+		}
+	}
+	snprintf(key, sizeof(key), "%sNAMES", prefix);
+	if (PyModule_AddObject(m, key, t) < 0) {
+		Py_DECREF(t);
+		return -1;
+	}
+	return 0;
+}
+
+/* CONN_STATES: the states connections() and by_state() name (TCP's, then the others'). */
+static int add_conn_states(PyObject *m)
+{
+	PyObject *t = PyTuple_New(FWD_TCP_STATES - 1 + 2);
+
+	for (int i = 1; t && i < FWD_TCP_STATES + 2; i++) {
+		const char *name = i < FWD_TCP_STATES ? fwd_tcp_state_names[i]
+						      : reply_names[i - FWD_TCP_STATES];
+		PyObject *s = PyUnicode_FromString(name);
+
+		if (!s) {
+			Py_CLEAR(t);
+			break;
+		}
+		PyTuple_SET_ITEM(t, i - 1, s);
+	}
+	if (!t || PyModule_AddObject(m, "CONN_STATES", t) < 0) {
+		Py_XDECREF(t);
+		return -1;
+	}
+	return 0;
+}
+
 PyMODINIT_FUNC PyInit__core(void)
 {
-	PyObject *m, *names;
+	PyObject *m;
 
 	if (PyType_Ready(&EngineType) < 0 || PyType_Ready(&NfqWorkersType) < 0)
 		return NULL;
@@ -1041,20 +1100,12 @@ PyMODINIT_FUNC PyInit__core(void)
 	m = PyModule_Create(&core_module);
 	if (!m)
 		return NULL;
-	names = Py_BuildValue("(sssss)", state_names[0], state_names[1], state_names[2],
-			      state_names[3], state_names[4]);
 	if (PyModule_AddObjectRef(m, "Engine", (PyObject *)&EngineType) < 0 ||
 	    PyModule_AddObjectRef(m, "NfqWorkers", (PyObject *)&NfqWorkersType) < 0 ||
-	    PyModule_AddIntConstant(m, "VERDICT_DROP", FWD_DROP) < 0 ||
-	    PyModule_AddIntConstant(m, "VERDICT_ACCEPT", FWD_ACCEPT) < 0 ||
-	    PyModule_AddIntConstant(m, "STATE_NEW", FWD_STATE_NEW) < 0 ||
-	    PyModule_AddIntConstant(m, "STATE_ESTABLISHED", FWD_STATE_ESTABLISHED) < 0 ||
-	    PyModule_AddIntConstant(m, "STATE_RELATED", FWD_STATE_RELATED) < 0 ||
-	    PyModule_AddIntConstant(m, "STATE_INVALID", FWD_STATE_INVALID) < 0 ||
-	    PyModule_AddIntConstant(m, "STATE_UNTRACKED", FWD_STATE_UNTRACKED) < 0 ||
-	    PyModule_AddIntConstant(m, "MAX_WORKERS", FWD_MAX_WORKERS) < 0 ||
-	    !names || PyModule_AddObject(m, "STATE_NAMES", names) < 0) {
-		Py_XDECREF(names);
+	    add_names(m, "VERDICT_", fwd_verdict_names, FWD_VERDICTS) ||
+	    add_names(m, "STATE_", fwd_state_names, FWD_STATES) || add_conn_states(m) ||
+	    fwd_policy_add_names(m) ||
+	    PyModule_AddIntConstant(m, "MAX_WORKERS", FWD_MAX_WORKERS) < 0) {
 		Py_DECREF(m);
 		return NULL;
 	}

@@ -29,6 +29,9 @@ PyObject *tuple_dict(const struct fwd_tuple *t);
 
 /* binding_policy.c */
 PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw);
+/* Adds RULE_FIELDS and HELPER_FIELDS to the module; 0 or -1. */
+int fwd_policy_add_names(PyObject *m);
+PyObject *mod_helper_types(PyObject *m, PyObject *ignored);
 
 #ifdef FWD_TEST_HOOKS
 /* binding_test.c: adds the test-only methods to the Engine type (after PyType_Ready). */

@@ -1,80 +1,129 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /* The policy compiler's C side: Engine.set_policy turns the compiled Python policy into a
- * struct fwd_policy and swaps it into the engine (see binding.h). */
+ * struct fwd_policy and swaps it into the engine (see binding.h).
+ *
+ * The policy crosses by name, never by position: a rule is any object with the attributes of
+ * RULE_FIELDS (fwd.engine.Rule), a helper instance one with those of HELPER_FIELDS
+ * (fwd.engine.HelperSpec), and a helper's classes and knobs are dicts keyed by the names its
+ * type declares.  _core.RULE_FIELDS, _core.HELPER_FIELDS and _core.helper_types() publish these
+ * names; tests/test_structure.py checks that the Python side declares the same. */
 #include "binding.h"
 
 /* Rules per policy: far more than a readable policy has; bounds the stats buffer. */
 #define FWD_MAX_RULES 4096
 
-/* Address bytes (4 or 16 long, or None) into *addr; sets *family if given. */
-static int parse_addr(PyObject *obj, uint8_t family, union fwd_addr *addr, const char *what)
-{
-	char *data;
-	Py_ssize_t len;
+/* The integer fields of a rule: name, range, where they go.  src and dst (bytes or None) are
+ * read apart, after family. */
+struct rule_ints {
+	long long state_mask, family, proto, src_plen, dst_plen, sport_lo, sport_hi, dport_lo,
+		dport_hi, iif, oif, verdict, mark;
+};
 
-	memset(addr, 0, sizeof(*addr));
-	if (obj == Py_None)
-		return 0;
-	if (PyBytes_AsStringAndSize(obj, &data, &len))
+static const struct {
+	const char *name;
+	long long lo, hi;
+	size_t off;
+} rule_ints[] = {
+#define F(name, lo, hi) { #name, lo, hi, offsetof(struct rule_ints, name) }
+	F(state_mask, 0, (1 << FWD_STATES) - 1), F(family, 0, 6), F(proto, -1, 255),
+	F(src_plen, 0, 128), F(dst_plen, 0, 128), F(sport_lo, 0, 65535), F(sport_hi, 0, 65535),
+	F(dport_lo, 0, 65535), F(dport_hi, 0, 65535), F(iif, 0, UINT32_MAX),
+	F(oif, 0, UINT32_MAX), F(verdict, 0, FWD_VERDICTS - 1), F(mark, -1, UINT32_MAX),
+#undef F
+};
+#define NRULE_INTS (sizeof(rule_ints) / sizeof(rule_ints[0]))
+static const char *const rule_addrs[] = { "src", "dst" };
+
+static const char *const helper_fields[] = { "type", "on_error", "classes", "knobs", "bindings" };
+#define NHELPER_FIELDS (sizeof(helper_fields) / sizeof(helper_fields[0]))
+
+/* obj.name as a C integer in [lo, hi]; -1 with ValueError naming the field otherwise. */
+static int int_attr(PyObject *obj, const char *name, long long lo, long long hi, long long *out)
+{
+	PyObject *v = PyObject_GetAttrString(obj, name);
+
+	if (!v)
 		return -1;
-	if (!((family == 4 && len == 4) || (family == 6 && len == 16))) {
-		PyErr_Format(PyExc_ValueError, "%s must be %d bytes for family %d", what,
-			     family == 4 ? 4 : 16, family);
+	*out = PyLong_AsLongLong(v);
+	Py_DECREF(v);
+	if (*out == -1 && PyErr_Occurred())
+		return -1;
+	if (*out < lo || *out > hi) {
+		PyErr_Format(PyExc_ValueError, "%s %lld out of range %lld..%lld", name, *out, lo, hi);
 		return -1;
 	}
-	memcpy(addr->b, data, (size_t)len);
 	return 0;
+}
+
+/* Address bytes (4 or 16 long for family 4 or 6, or None) and prefix length into addr/mask;
+ * *given tells whether it was not None. */
+static int addr_attr(PyObject *obj, const char *name, uint8_t family, unsigned plen,
+		     union fwd_addr *addr, union fwd_addr *mask, bool *given)
+{
+	PyObject *v = PyObject_GetAttrString(obj, name);
+	char *data;
+	Py_ssize_t len;
+	int err = -1;
+
+	if (!v)
+		return -1;
+	memset(addr, 0, sizeof(*addr));
+	*given = v != Py_None;
+	if (!*given) {
+		err = 0;
+	} else if (!family) {
+		PyErr_SetString(PyExc_ValueError, "a rule with addresses needs family 4 or 6");
+	} else if (PyBytes_AsStringAndSize(v, &data, &len)) {
+		/* TypeError set */
+	} else if (len != (family == 4 ? 4 : 16)) {
+		PyErr_Format(PyExc_ValueError, "%s must be %d bytes for family %d", name,
+			     family == 4 ? 4 : 16, family);
+	} else {
+		memcpy(addr->b, data, (size_t)len);
+		err = fwd_prefix_mask(family, plen, addr, mask);
+		if (err)
+			PyErr_Format(PyExc_ValueError, "%s prefix length %u too long", name, plen);
+	}
+	Py_DECREF(v);
+	return err;
 }
 
 static int parse_rule(PyObject *item, struct fwd_rule *r)
 {
-	unsigned int state_mask, family, src_plen, dst_plen, sport_lo, sport_hi, dport_lo, dport_hi;
-	unsigned int iif, oif, verdict;
-	int proto;
-	long long mark;
-	PyObject *src, *dst;
+	struct rule_ints v;
+	bool has_src, has_dst;
 
-	if (!PyTuple_Check(item) ||
-	    !PyArg_ParseTuple(item, "IIiOIOIIIIIIIIL;rule must be a 15-tuple", &state_mask, &family,
-			      &proto, &src, &src_plen, &dst, &dst_plen, &sport_lo, &sport_hi,
-			      &dport_lo, &dport_hi, &iif, &oif, &verdict, &mark)) {
-		if (!PyErr_Occurred())
-			PyErr_SetString(PyExc_TypeError, "rule must be a tuple");
+	for (size_t i = 0; i < NRULE_INTS; i++)
+		if (int_attr(item, rule_ints[i].name, rule_ints[i].lo, rule_ints[i].hi,
+			     (long long *)((char *)&v + rule_ints[i].off)))
+			return -1;
+	if (v.family != 0 && v.family != 4 && v.family != 6) {
+		PyErr_SetString(PyExc_ValueError, "family must be 0, 4 or 6");
+		return -1;
+	}
+	if (v.sport_lo > v.sport_hi || v.dport_lo > v.dport_hi) {
+		PyErr_SetString(PyExc_ValueError, "port range lo > hi");
 		return -1;
 	}
 	memset(r, 0, sizeof(*r));
-	if (state_mask >= (1u << FWD_STATES) || (family != 0 && family != 4 && family != 6) ||
-	    proto < -1 || proto > 255 || sport_lo > sport_hi || sport_hi > 65535 ||
-	    dport_lo > dport_hi || dport_hi > 65535 || verdict > 1 || mark < -1 ||
-	    mark > 0xffffffffLL) {
-		PyErr_SetString(PyExc_ValueError, "rule field out of range");
+	if (addr_attr(item, "src", (uint8_t)v.family, (unsigned)v.src_plen, &r->src, &r->src_mask,
+		      &has_src) ||
+	    addr_attr(item, "dst", (uint8_t)v.family, (unsigned)v.dst_plen, &r->dst, &r->dst_mask,
+		      &has_dst))
 		return -1;
-	}
-	if ((src != Py_None || dst != Py_None) && !family) {
-		PyErr_SetString(PyExc_ValueError, "a rule with addresses needs family 4 or 6");
-		return -1;
-	}
-	if (parse_addr(src, (uint8_t)family, &r->src, "src") ||
-	    parse_addr(dst, (uint8_t)family, &r->dst, "dst"))
-		return -1;
-	if ((src != Py_None && fwd_prefix_mask((uint8_t)family, src_plen, &r->src, &r->src_mask)) ||
-	    (dst != Py_None && fwd_prefix_mask((uint8_t)family, dst_plen, &r->dst, &r->dst_mask))) {
-		PyErr_SetString(PyExc_ValueError, "prefix length too long");
-		return -1;
-	}
-	r->state_mask = state_mask;
-	r->family = (uint8_t)family;
-	r->proto = (int16_t)proto;
-	r->has_addr = src != Py_None || dst != Py_None;
-	r->sport_lo = (uint16_t)sport_lo;
-	r->sport_hi = (uint16_t)sport_hi;
-	r->dport_lo = (uint16_t)dport_lo;
-	r->dport_hi = (uint16_t)dport_hi;
-	r->has_ports = sport_lo > 0 || sport_hi < 65535 || dport_lo > 0 || dport_hi < 65535;
-	r->iif = iif;
-	r->oif = oif;
-	r->verdict = (uint8_t)verdict;
-	r->mark = mark;
+	r->state_mask = (uint32_t)v.state_mask;
+	r->family = (uint8_t)v.family;
+	r->proto = (int16_t)v.proto;
+	r->has_addr = has_src || has_dst;
+	r->sport_lo = (uint16_t)v.sport_lo;
+	r->sport_hi = (uint16_t)v.sport_hi;
+	r->dport_lo = (uint16_t)v.dport_lo;
+	r->dport_hi = (uint16_t)v.dport_hi;
+	r->has_ports = v.sport_lo > 0 || v.sport_hi < 65535 || v.dport_lo > 0 || v.dport_hi < 65535;
+	r->iif = (uint32_t)v.iif;
+	r->oif = (uint32_t)v.oif;
+	r->verdict = (uint8_t)v.verdict;
+	r->mark = v.mark;
 	return 0;
 }
 
@@ -119,79 +168,127 @@ out:
 	return err;
 }
 
-/* One helper instance: (type, on_error, [(max_expected, timeout_s)] per class, [knobs],
- * [(proto, port_lo, port_hi)] bindings). */
+/* For each of the n names, item(i, dict[name]) -- exactly the names: a missing or an unknown
+ * key is a ValueError naming it (`what`: "class" or "knob"). */
+static int by_name(PyObject *dict, const char *what, const char *const *names, uint8_t n,
+		   int (*item)(struct fwd_helper *h, uint8_t i, PyObject *v), struct fwd_helper *h)
+{
+	if (!PyDict_Check(dict)) {
+		PyErr_Format(PyExc_TypeError, "helper %s: %ss must be a dict", h->type->name, what);
+		return -1;
+	}
+	for (uint8_t i = 0; i < n; i++) {
+		PyObject *v = PyDict_GetItemString(dict, names[i]); /* borrowed */
+
+		if (!v) {
+			PyErr_Format(PyExc_ValueError, "helper %s: no %s %s", h->type->name, what,
+				     names[i]);
+			return -1;
+		}
+		if (item(h, i, v))
+			return -1;
+	}
+	if (PyDict_Size(dict) != n) {
+		PyErr_Format(PyExc_ValueError, "helper %s: unknown %s in %R", h->type->name, what,
+			     dict);
+		return -1;
+	}
+	return 0;
+}
+
+/* (max_expected, timeout seconds) of class i. */
+static int class_item(struct fwd_helper *h, uint8_t i, PyObject *v)
+{
+	unsigned int max;
+	double timeout;
+
+	if (!PyArg_ParseTuple(v, "Id;class policy must be (max_expected, timeout)", &max, &timeout))
+		return -1;
+	if (!(timeout > 0 && timeout < 1e9)) {
+		PyErr_SetString(PyExc_ValueError, "expectation timeout out of range");
+		return -1;
+	}
+	h->policy[i] = (struct fwd_exp_class_policy){ max, seconds_to_ns(timeout) };
+	return 0;
+}
+
+static int knob_item(struct fwd_helper *h, uint8_t i, PyObject *v)
+{
+	h->knobs[i] = PyLong_AsUnsignedLongLong(v);
+	return PyErr_Occurred() ? -1 : 0;
+}
+
+static int add_binding(struct fwd_policy *pol, struct fwd_helper *h, PyObject *item)
+{
+	struct fwd_helper_binding *bind;
+	unsigned int proto, lo, hi;
+
+	if (!PyArg_ParseTuple(item, "III;binding must be (proto, port_lo, port_hi)", &proto, &lo,
+			      &hi))
+		return -1;
+	if (proto > 255 || lo > hi || hi > 65535) {
+		PyErr_SetString(PyExc_ValueError, "helper binding out of range");
+		return -1;
+	}
+	bind = realloc(pol->bindings, (pol->nbindings + 1) * sizeof(*bind));
+	if (!bind) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	pol->bindings = bind;
+	bind[pol->nbindings++] = (struct fwd_helper_binding){ (uint8_t)proto, (uint16_t)lo,
+							      (uint16_t)hi, h };
+	return 0;
+}
+
+/* One helper instance (fwd.engine.HelperSpec) into pol->helpers. */
 static int parse_helper(PyObject *item, struct fwd_policy *pol)
 {
-	const char *type_name;
-	unsigned int on_error;
-	PyObject *classes, *knobs, *bindings;
+	PyObject *f[NHELPER_FIELDS] = { NULL }, *bindings = NULL;
 	const struct fwd_helper_type *type;
+	const char *type_name;
 	struct fwd_helper *h;
+	long on_error;
+	int err = -1;
 
-	if (!PyTuple_Check(item) ||
-	    !PyArg_ParseTuple(item, "sIO!O!O!;helper must be (type, on_error, classes, knobs, bindings)",
-			      &type_name, &on_error, &PyList_Type, &classes, &PyList_Type, &knobs,
-			      &PyList_Type, &bindings)) {
-		if (!PyErr_Occurred())
-			PyErr_SetString(PyExc_TypeError, "helper must be a tuple");
-		return -1;
-	}
+	for (size_t i = 0; i < NHELPER_FIELDS; i++)
+		if (!(f[i] = PyObject_GetAttrString(item, helper_fields[i])))
+			goto out;
+	type_name = PyUnicode_AsUTF8(f[0]);
+	on_error = PyLong_AsLong(f[1]);
+	if (!type_name || (on_error == -1 && PyErr_Occurred()))
+		goto out;
 	type = fwd_helper_type_find(type_name);
 	if (!type) {
-		PyErr_Format(PyExc_ValueError, "no helper type %R", PyTuple_GET_ITEM(item, 0));
-		return -1;
+		PyErr_Format(PyExc_ValueError, "no helper type %R", f[0]);
+		goto out;
 	}
-	if (PyList_GET_SIZE(classes) != type->nclasses || PyList_GET_SIZE(knobs) > FWD_HELPER_KNOBS ||
-	    on_error > 1) {
-		PyErr_Format(PyExc_ValueError, "helper %s: %d classes, at most %d knobs, on_error 0/1",
-			     type_name, type->nclasses, FWD_HELPER_KNOBS);
-		return -1;
+	if (on_error < 0 || on_error >= FWD_VERDICTS) {
+		PyErr_Format(PyExc_ValueError, "helper %s: on_error must be a verdict", type_name);
+		goto out;
 	}
 	h = fwd_helper_new(type);
 	if (!h) {
 		PyErr_NoMemory();
-		return -1;
+		goto out;
 	}
 	pol->helpers[pol->nhelpers++] = h; /* freed with the policy from here on */
 	h->on_error = (uint8_t)on_error;
-	for (Py_ssize_t c = 0; c < PyList_GET_SIZE(classes); c++) {
-		unsigned int max;
-		double timeout;
-
-		if (!PyArg_ParseTuple(PyList_GET_ITEM(classes, c), "Id", &max, &timeout))
-			return -1;
-		if (!(timeout > 0 && timeout < 1e9)) {
-			PyErr_SetString(PyExc_ValueError, "expectation timeout out of range");
-			return -1;
-		}
-		h->policy[c] = (struct fwd_exp_class_policy){ max, seconds_to_ns(timeout) };
-	}
-	for (Py_ssize_t k = 0; k < PyList_GET_SIZE(knobs); k++) {
-		h->knobs[k] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(knobs, k));
-		if (PyErr_Occurred())
-			return -1;
-	}
-	for (Py_ssize_t b = 0; b < PyList_GET_SIZE(bindings); b++) {
-		struct fwd_helper_binding *bind;
-		unsigned int proto, lo, hi;
-
-		if (!PyArg_ParseTuple(PyList_GET_ITEM(bindings, b), "III", &proto, &lo, &hi))
-			return -1;
-		if (proto > 255 || lo > hi || hi > 65535) {
-			PyErr_SetString(PyExc_ValueError, "helper binding out of range");
-			return -1;
-		}
-		bind = realloc(pol->bindings, (pol->nbindings + 1) * sizeof(*bind));
-		if (!bind) {
-			PyErr_NoMemory();
-			return -1;
-		}
-		pol->bindings = bind;
-		bind[pol->nbindings++] = (struct fwd_helper_binding){ (uint8_t)proto, (uint16_t)lo,
-								      (uint16_t)hi, h };
-	}
-	return 0;
+	if (by_name(f[2], "class", type->class_names, type->nclasses, class_item, h) ||
+	    by_name(f[3], "knob", type->knob_names, type->nknobs, knob_item, h))
+		goto out;
+	bindings = PySequence_Fast(f[4], "bindings must be a sequence");
+	if (!bindings)
+		goto out;
+	for (Py_ssize_t b = 0; b < PySequence_Fast_GET_SIZE(bindings); b++)
+		if (add_binding(pol, h, PySequence_Fast_GET_ITEM(bindings, b)))
+			goto out;
+	err = 0;
+out:
+	Py_XDECREF(bindings);
+	for (size_t i = 0; i < NHELPER_FIELDS; i++)
+		Py_XDECREF(f[i]);
+	return err;
 }
 
 static int set_helpers(struct fwd_policy *pol, PyObject *helpers)
@@ -213,6 +310,19 @@ static int set_helpers(struct fwd_policy *pol, PyObject *helpers)
 	return err;
 }
 
+/* Replaces the error being raised by ValueError("rule <i>: <its message>"). */
+static void prefix_rule_error(Py_ssize_t i)
+{
+	PyObject *type, *value, *tb;
+
+	PyErr_Fetch(&type, &value, &tb);
+	PyErr_NormalizeException(&type, &value, &tb);
+	PyErr_Format(PyExc_ValueError, "rule %zd: %S", i, value);
+	Py_XDECREF(type);
+	Py_XDECREF(value);
+	Py_XDECREF(tb);
+}
+
 PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "rules", "default_verdict", "default_mark", "names", "helpers",
@@ -227,7 +337,7 @@ PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw)
 	    !PyArg_ParseTupleAndKeywords(args, kw, "OI|LOO", kwlist, &rules, &def_verdict, &def_mark,
 					 &names, &helpers))
 		return NULL;
-	if (def_verdict > 1 || def_mark < -1 || def_mark > 0xffffffffLL) {
+	if (def_verdict >= FWD_VERDICTS || def_mark < -1 || def_mark > 0xffffffffLL) {
 		PyErr_SetString(PyExc_ValueError, "default verdict or mark out of range");
 		return NULL;
 	}
@@ -235,12 +345,12 @@ PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw)
 	if (!seq)
 		return NULL;
 	n = PySequence_Fast_GET_SIZE(seq);
-	pol = n > FWD_MAX_RULES ? NULL : fwd_policy_alloc((uint32_t)n, FWD_MAX_WORKERS);
 	if (n > FWD_MAX_RULES) {
 		Py_DECREF(seq);
 		PyErr_Format(PyExc_ValueError, "at most %d rules", FWD_MAX_RULES);
 		return NULL;
 	}
+	pol = fwd_policy_alloc((uint32_t)n, FWD_MAX_WORKERS);
 	if (!pol) {
 		Py_DECREF(seq);
 		return PyErr_NoMemory();
@@ -249,14 +359,7 @@ PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw)
 	pol->default_mark = def_mark;
 	for (Py_ssize_t i = 0; i < n; i++) {
 		if (parse_rule(PySequence_Fast_GET_ITEM(seq, i), &pol->rules[i])) {
-			PyObject *type, *value, *tb;
-
-			PyErr_Fetch(&type, &value, &tb);
-			PyErr_NormalizeException(&type, &value, &tb);
-			PyErr_Format(PyExc_ValueError, "rule %zd: %S", i, value);
-			Py_XDECREF(type);
-			Py_XDECREF(value);
-			Py_XDECREF(tb);
+			prefix_rule_error(i);
 			fwd_policy_free(pol);
 			Py_DECREF(seq);
 			return NULL;
@@ -272,4 +375,55 @@ PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw)
 	fwd_engine_set_policy(self->engine, pol);
 	Py_END_ALLOW_THREADS
 	Py_RETURN_NONE;
+}
+
+/* The names Engine.set_policy reads, for the module: RULE_FIELDS, HELPER_FIELDS. */
+int fwd_policy_add_names(PyObject *m)
+{
+	PyObject *rule = PyTuple_New(NRULE_INTS + 2), *helper = PyTuple_New(NHELPER_FIELDS);
+
+	for (size_t i = 0; rule && i < NRULE_INTS + 2; i++)
+		PyTuple_SET_ITEM(rule, i, PyUnicode_FromString(i < NRULE_INTS ? rule_ints[i].name
+								       : rule_addrs[i - NRULE_INTS]));
+	for (size_t i = 0; helper && i < NHELPER_FIELDS; i++)
+		PyTuple_SET_ITEM(helper, i, PyUnicode_FromString(helper_fields[i]));
+	if (!rule || !helper || PyModule_AddObject(m, "RULE_FIELDS", rule) < 0) {
+		Py_XDECREF(rule);
+		Py_XDECREF(helper);
+		return -1;
+	}
+	if (PyModule_AddObject(m, "HELPER_FIELDS", helper) < 0) {
+		Py_DECREF(helper);
+		return -1;
+	}
+	return 0;
+}
+
+/* helper_types() -> {name: {"classes": [...], "knobs": [...]}}: the compiled-in helper types. */
+PyObject *mod_helper_types(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+	size_t n;
+	const struct fwd_helper_type *const *types = fwd_helper_types(&n);
+	PyObject *d = PyDict_New();
+
+	for (size_t i = 0; d && i < n; i++) {
+		const struct fwd_helper_type *t = types[i];
+		PyObject *classes = PyList_New(t->nclasses), *knobs = PyList_New(t->nknobs), *v;
+
+		for (uint8_t c = 0; classes && c < t->nclasses; c++)
+			PyList_SET_ITEM(classes, c, PyUnicode_FromString(t->class_names[c]));
+		for (uint8_t k = 0; knobs && k < t->nknobs; k++)
+			PyList_SET_ITEM(knobs, k, PyUnicode_FromString(t->knob_names[k]));
+		if (!classes || !knobs) {
+			Py_XDECREF(classes);
+			Py_XDECREF(knobs);
+			Py_CLEAR(d);
+			break;
+		}
+		v = Py_BuildValue("{s:N,s:N}", "classes", classes, "knobs", knobs);
+		if (!v || PyDict_SetItemString(d, t->name, v))
+			Py_CLEAR(d);
+		Py_XDECREF(v);
+	}
+	return d;
 }

@@ -49,7 +49,6 @@ struct fwd_ct {
 	uint8_t proto_state;        /* home shard: e.g. the TCP state */
 };
 
-#define FWD_EXP_MAX_CLASSES 4
 struct fwd_exp;
 
 /* Extra state of a connection that has a helper or a master.  Allocated before confirm, so the
@@ -60,8 +59,9 @@ struct fwd_ct_ext {
 	void *helper;                    /* helper instance (referenced) or NULL */
 	void *hdata;                     /* helper's per-connection state (helper stripe lock) */
 	struct fwd_exp *exps;            /* this master's expectations (expect lock) */
-	uint16_t expecting[FWD_EXP_MAX_CLASSES]; /* per class (expect lock) */
 	uint32_t exp_id;                 /* journal id of the expectation that created it, or 0 */
+	uint8_t nclasses;                /* its helper type's expectation classes */
+	uint16_t expecting[];            /* per class (expect lock) */
 };
 
 /* A shard: its lock and the number of connections whose home it is (written under the lock). */

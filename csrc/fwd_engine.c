@@ -156,10 +156,12 @@ static void ext_release(struct fwd_ct_ext *ext)
 
 bool fwd_engine_attach_ext(struct fwd_ct *ct, struct fwd_ct *master, struct fwd_helper *helper)
 {
-	struct fwd_ct_ext *ext = calloc(1, sizeof(*ext));
+	uint8_t nclasses = helper ? helper->type->nclasses : 0;
+	struct fwd_ct_ext *ext = calloc(1, sizeof(*ext) + nclasses * sizeof(ext->expecting[0]));
 
 	if (!ext)
 		return false;
+	ext->nclasses = nclasses;
 	ext->release = ext_release;
 	ext->master = master;
 	ext->helper = helper;
@@ -291,9 +293,10 @@ static int run_helper(struct fwd_engine *e, struct fwd_worker *w, struct fwd_ct 
 	struct fwd_helper *h = ct->ext->helper;
 	struct fwd_lock *stripe = &e->helper_locks[((uintptr_t)ct >> 6) % FWD_HELPER_STRIPES];
 	struct fwd_helper_ctx ctx = {
-		.engine = e, .helper = h, .ct = ct, .dir = dir, .pkt = p, .data = data,
+		.tuple = &ct->node[dir].tuple, .dir = dir, .l4 = data + p->l4off,
 		.payload = data + p->l4off + p->l4hlen, .payload_len = p->l4len - p->l4hlen,
-		.state = ct->ext->hdata, .now = now,
+		.state = ct->ext->hdata, .knobs = h->knobs, .now = now,
+		.engine = e, .helper = h, .ct = ct,
 	};
 	int err;
 

@@ -109,7 +109,7 @@ int fwd_exp_add(struct fwd_exp_table *x, struct fwd_ct *master, const struct fwd
 
 	if (!e)
 		return -ENOMEM;
-	if (!ext || spec->cls >= FWD_EXP_MAX_CLASSES || !pol->max_expected) {
+	if (!ext || spec->cls >= ext->nclasses || !pol->max_expected) {
 		free(e);
 		return -EINVAL;
 	}

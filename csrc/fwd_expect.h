@@ -12,10 +12,7 @@
 #define FWD_EXPECT_H
 
 #include "fwd_ct.h"
-
-#define FWD_EXP_PERMANENT 0x1u /* stays after a match; may match many connections */
-#define FWD_EXP_INACTIVE 0x2u  /* not matchable until activated */
-
+#include "fwd_helper_api.h" /* struct fwd_exp_spec */
 
 /* How an expectation ended (for replay's journal and the counters). */
 enum fwd_exp_end {
@@ -31,20 +28,6 @@ extern const char *const fwd_exp_end_names[FWD_EXP_ENDS];
 struct fwd_exp_class_policy {
 	uint32_t max_expected; /* per master connection */
 	uint64_t timeout;      /* ns */
-};
-
-/* What a helper asks for.  Zero bytes in `mask` are wildcards in `tuple`; the destination address,
- * destination port and protocol are always exact (they are the hash key). */
-struct fwd_exp_spec {
-	struct fwd_tuple tuple;
-	struct fwd_tuple mask;
-	uint32_t call;     /* helper's grouping key (SIP: hash of the Call-ID), for flushes */
-	const char *helper; /* name of the creating helper's type (static), for listings */
-	uint32_t journal_id; /* 1-based index in the journal, 0 when not journaling */
-	uint8_t cls;
-	uint8_t flags;
-	void *helper_ref;  /* helper instance the new connection inherits (NULL: none); not
-			    * referenced by the expectation: it lives while its master does */
 };
 
 struct fwd_exp {

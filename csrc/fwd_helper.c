@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-/* Helper registry, instances, and the expectation API helpers use (see fwd_helper.h). */
+/* Helper registry, instances, and the helper API (see fwd_helper.h, fwd_helper_api.h). */
 #include "fwd_helper.h"
 #include "fwd_engine.h"
 
@@ -7,14 +7,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-extern const struct fwd_helper_type fwd_helper_sip;
+/* Bounds of the section FWD_HELPER_REGISTER fills, set by the linker; weak so that a build
+ * without helpers (an empty section) still links. */
+extern const struct fwd_helper_type *const __start_fwd_helper_types[] __attribute__((weak));
+extern const struct fwd_helper_type *const __stop_fwd_helper_types[] __attribute__((weak));
 
-/* Every compiled-in helper type; adding a helper adds its folder and one line here. */
-static const struct fwd_helper_type *const types[] = { &fwd_helper_sip };
+const struct fwd_helper_type *const *fwd_helper_types(size_t *n)
+{
+	*n = __start_fwd_helper_types ? (size_t)(__stop_fwd_helper_types - __start_fwd_helper_types)
+				      : 0;
+	return __start_fwd_helper_types;
+}
 
 const struct fwd_helper_type *fwd_helper_type_find(const char *name)
 {
-	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+	size_t n;
+	const struct fwd_helper_type *const *types = fwd_helper_types(&n);
+
+	for (size_t i = 0; i < n; i++)
 		if (!strcmp(types[i]->name, name))
 			return types[i];
 	return NULL;
@@ -22,12 +32,14 @@ const struct fwd_helper_type *fwd_helper_type_find(const char *name)
 
 struct fwd_helper *fwd_helper_new(const struct fwd_helper_type *type)
 {
-	struct fwd_helper *h = calloc(1, sizeof(*h));
+	struct fwd_helper *h = calloc(1, sizeof(*h) + type->nclasses * sizeof(h->policy[0]) +
+					     type->nknobs * sizeof(h->knobs[0]));
 
 	if (h) {
 		h->type = type;
 		h->refcnt = 1;
 		h->on_error = FWD_DROP;
+		h->knobs = (uint64_t *)&h->policy[type->nclasses];
 	}
 	return h;
 }
@@ -49,6 +61,10 @@ int fwd_helper_expect(struct fwd_helper_ctx *ctx, struct fwd_exp_spec *spec)
 	bool evicted;
 	int err;
 
+	if (spec->cls >= h->type->nclasses) {
+		FWD_HELPER_COUNT(h, exp_refused, 1);
+		return -EINVAL;
+	}
 	spec->helper = h->type->name;
 	err = fwd_exp_add(&ctx->engine->exp, ctx->ct, spec, &h->policy[spec->cls], ctx->now,
 			  &evicted);
@@ -69,4 +85,14 @@ unsigned fwd_helper_flush(struct fwd_helper_ctx *ctx, int cls, uint32_t call)
 unsigned fwd_helper_activate(struct fwd_helper_ctx *ctx, int cls, uint64_t expires)
 {
 	return fwd_exp_activate(&ctx->engine->exp, ctx->ct, cls, expires);
+}
+
+void fwd_helper_keep_until(struct fwd_helper_ctx *ctx, uint64_t expires)
+{
+	fwd_ct_set_expires(ctx->ct, expires);
+}
+
+void fwd_helper_count(struct fwd_helper_ctx *ctx, enum fwd_helper_counter c, uint64_t n)
+{
+	__atomic_fetch_add(&ctx->helper->st[c], n, __ATOMIC_RELAXED);
 }

@@ -232,7 +232,7 @@ static void trace(const struct fwd_policy *pol, void *arg)
 		int rule = io->out[i].rule;
 
 		p += sprintf(p, "{\"verdict\": \"%s\", \"state\": \"%s\", \"rule\": ",
-			     io->out[i].verdict == FWD_ACCEPT ? "accept" : "drop",
+			     fwd_verdict_names[io->out[i].verdict],
 			     state_json[io->out[i].state]);
 		if (rule < 0)
 			p += sprintf(p, "null");

@@ -7,6 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define X(id, name) name,
+const char *const fwd_verdict_names[FWD_VERDICTS] = { FWD_VERDICT_LIST(X) };
+const char *const fwd_state_names[FWD_STATES] = { FWD_STATE_LIST(X) };
+#undef X
+
 static bool addr_match(const union fwd_addr *a, const union fwd_addr *net,
 		       const union fwd_addr *mask)
 {

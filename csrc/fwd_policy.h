@@ -5,17 +5,31 @@
 
 #include "fwd_packet.h"
 
-enum fwd_verdict { FWD_DROP = 0, FWD_ACCEPT = 1 };
+/* Verdicts and per-packet conntrack states are spelled here only: the enums, the name arrays
+ * and, through the binding, _core.VERDICT_* / STATE_* and their *_NAMES (which the config,
+ * traces, ctl and metrics use) all come from these lists.  Verdict values are netfilter's. */
+#define FWD_VERDICT_LIST(X) X(DROP, "drop") X(ACCEPT, "accept")
+#define FWD_STATE_LIST(X) \
+	X(NEW, "new") X(ESTABLISHED, "established") X(RELATED, "related") X(INVALID, "invalid") \
+	X(UNTRACKED, "untracked")
+
+enum fwd_verdict {
+#define X(id, name) FWD_##id,
+	FWD_VERDICT_LIST(X)
+#undef X
+	FWD_VERDICTS,
+};
 
 /* Per-packet conntrack state as the policy sees it. */
 enum fwd_state {
-	FWD_STATE_NEW = 0,
-	FWD_STATE_ESTABLISHED,
-	FWD_STATE_RELATED,
-	FWD_STATE_INVALID,
-	FWD_STATE_UNTRACKED,
+#define X(id, name) FWD_STATE_##id,
+	FWD_STATE_LIST(X)
+#undef X
 	FWD_STATES,
 };
+
+extern const char *const fwd_verdict_names[FWD_VERDICTS];
+extern const char *const fwd_state_names[FWD_STATES];
 
 #define FWD_MARK_NONE (-1)
 

@@ -189,6 +189,12 @@ static void exp_tuple(unsigned id, unsigned k, struct fwd_tuple *t)
 	t->dport = (uint16_t)(1000 + k);
 }
 
+/* The exerciser's masters get a helper of this type: two expectation classes, never run. */
+static const char *const stress_classes[] = { "even", "odd" };
+static const struct fwd_helper_type stress_type = {
+	.name = "stress", .nclasses = 2, .class_names = stress_classes,
+};
+
 static void *run_expect(void *arg)
 {
 	struct exp_worker *w = arg;
@@ -199,10 +205,12 @@ static void *run_expect(void *arg)
 		uint64_t now = (uint64_t)round * 100 + 1;
 		struct fwd_tuple mt;
 		struct fwd_ct *master;
+		struct fwd_helper *h = fwd_helper_new(&stress_type);
 
 		make_tuple(w->id, round, &mt);
 		master = fwd_ct_alloc(&w->e->ct, &mt);
-		if (!master || !fwd_engine_attach_ext(master, NULL, NULL)) {
+		if (!master || !h || !fwd_engine_attach_ext(master, NULL, h)) {
+			fwd_helper_put(h);
 			if (master)
 				fwd_ct_put(master);
 			continue;

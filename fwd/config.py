@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+from fwd import _core
+
 EXIT_CONFIG = 78  # EX_CONFIG (sysexits.h): exit status for a bad configuration
 DEFAULT_PATH = "/etc/fwd/fwd.toml"  # where `fwd install` puts it; --config names another
 
@@ -30,7 +32,7 @@ TIMEOUT_KEYS = (
     "tcp_syn_sent", "tcp_syn_recv", "tcp_established", "tcp_fin_wait", "tcp_close_wait",
     "tcp_last_ack", "tcp_time_wait", "tcp_close", "udp", "udp_stream", "icmp", "generic",
 )
-STATE_NAMES = ("new", "established", "related", "invalid", "untracked")  # as _core.STATE_NAMES
+STATE_NAMES = _core.STATE_NAMES  # per-packet states, spelled once in csrc/fwd_policy.h
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 PORT_PROTOCOLS = (6, 17)  # the only protocols a rule may name ports for
 HOOKS = ("INPUT", "FORWARD", "OUTPUT")
@@ -40,7 +42,7 @@ MAX_QUEUE_LEN = 65536     # the kernel queues at most this many packets whatever
 MIN_COPY_RANGE = 128      # enough for any header chain fwd parses
 NFQ_PY_MAX_COPY = 4016    # python-netfilterqueue's largest copy range
 NFQ_PY_MAX_LEN = 1024     # ... and the queue length its socket buffer is sized for
-VERDICTS = ("accept", "drop")
+VERDICTS = tuple(sorted(_core.VERDICT_NAMES))  # "accept", "drop": alphabetical in messages
 # What traffic does while fwd is stopped or dead: passes unfiltered (the NFQUEUE rule has
 # --queue-bypass, a clean stop removes the chain) or is dropped (no bypass, the chain stays).
 ON_STOP = ("bypass", "drop")

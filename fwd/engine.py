@@ -1,4 +1,10 @@
-"""Config -> engine: build the C engine and compile the policy into its rule tuples.
+"""Config -> engine: build the C engine and compile the policy (rules and helper instances) into
+the shapes Engine.set_policy reads; the policy compiler's Python side, as csrc/binding_policy.c
+is its C side.
+
+The policy crosses by name: set_policy reads each field of a Rule and a HelperSpec by attribute
+name (_core.RULE_FIELDS, _core.HELPER_FIELDS), and a helper's classes and knobs as dicts keyed by
+the names its C type declares.  tests/test_structure.py checks the two sides agree.
 
 One `configure` path serves start and reload: every rule is compiled (interfaces resolved) before
 the engine is touched, so a failure raises ConfigError and leaves the running policy as it was.
@@ -7,12 +13,41 @@ the engine is touched, so a failure raises ConfigError and leaves the running po
 from __future__ import annotations
 
 import socket
-from typing import Callable
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 from fwd import _core, helper_config
 from fwd.config import Config, ConfigError, RuleConfig
 
-_VERDICTS = {"accept": _core.VERDICT_ACCEPT, "drop": _core.VERDICT_DROP}
+VERDICTS = {name: value for value, name in enumerate(_core.VERDICT_NAMES)}
+_PROTO = {"udp": 17, "tcp": 6}
+
+
+class Rule(NamedTuple):
+    """One compiled rule, as Engine.set_policy reads it."""
+    state_mask: int = 0          # bit (1 << _core.STATE_x) per state; 0 = any
+    family: int = 0              # 0 = any, 4, 6
+    proto: int = -1              # -1 = any
+    src: bytes | None = None     # packed network address, None = any
+    src_plen: int = 0
+    dst: bytes | None = None
+    dst_plen: int = 0
+    sport_lo: int = 0            # inclusive ranges; a rule naming ports matches only tcp/udp
+    sport_hi: int = 65535
+    dport_lo: int = 0
+    dport_hi: int = 65535
+    iif: int = 0                 # interface index, 0 = any
+    oif: int = 0
+    verdict: int = _core.VERDICT_DROP
+    mark: int = -1               # -1 = leave the mark alone
+
+
+class HelperSpec(NamedTuple):
+    """One helper instance, as Engine.set_policy reads it."""
+    type: str                                  # a name of _core.helper_types()
+    on_error: int                              # verdict for signalling it cannot parse
+    classes: Mapping[str, tuple[int, float]]   # class -> (max_expected, timeout seconds)
+    knobs: Mapping[str, int]                   # knob -> value (seconds as ns, bools as 0/1)
+    bindings: Sequence[tuple[int, int, int]]   # (proto, port_lo, port_hi) it attaches to
 
 
 def create_engine(cfg: Config) -> _core.Engine:
@@ -24,26 +59,38 @@ def create_engine(cfg: Config) -> _core.Engine:
 
 
 def compile_rule(rule: RuleConfig, key: str,
-                 resolve_ifindex: Callable[[str], int] = socket.if_nametoindex) -> _core.Rule:
-    """One rule as the tuple Engine.set_policy takes; `key` ("policy.rule[N]") names it in
-    errors."""
+                 resolve_ifindex: Callable[[str], int] = socket.if_nametoindex) -> Rule:
+    """One rule as Engine.set_policy takes it; `key` ("policy.rule[N]") names it in errors."""
     state_mask = 0
     for state in rule.ct_state:
-        state_mask |= 1 << getattr(_core, f"STATE_{state.upper()}")
+        state_mask |= 1 << _core.STATE_NAMES.index(state)
     src, src_plen = _prefix(rule.src)
     dst, dst_plen = _prefix(rule.dst)
     sport = rule.sport or (0, 65535)
     dport = rule.dport or (0, 65535)
-    return (
-        state_mask,
-        rule.family or 0,
-        -1 if rule.proto is None else rule.proto,
-        src, src_plen, dst, dst_plen,
-        *sport, *dport,
-        _ifindex(rule.iif, f"{key}.iif", resolve_ifindex),
-        _ifindex(rule.oif, f"{key}.oif", resolve_ifindex),
-        _VERDICTS[rule.verdict],
-        -1 if rule.mark is None else rule.mark,
+    return Rule(
+        state_mask=state_mask,
+        family=rule.family or 0,
+        proto=-1 if rule.proto is None else rule.proto,
+        src=src, src_plen=src_plen, dst=dst, dst_plen=dst_plen,
+        sport_lo=sport[0], sport_hi=sport[1], dport_lo=dport[0], dport_hi=dport[1],
+        iif=_ifindex(rule.iif, f"{key}.iif", resolve_ifindex),
+        oif=_ifindex(rule.oif, f"{key}.oif", resolve_ifindex),
+        verdict=VERDICTS[rule.verdict],
+        mark=-1 if rule.mark is None else rule.mark,
+    )
+
+
+def compile_helper(helper: helper_config.HelperConfig) -> HelperSpec:
+    """One helper file's instance as Engine.set_policy takes it."""
+    kinds = {name: kind for name, (kind, _default) in helper_config.load(helper.name).KNOBS.items()}
+    return HelperSpec(
+        type=helper.name,
+        on_error=VERDICTS[helper.on_error],
+        classes=dict(helper.policy),
+        knobs={name: int(value * 1e9) if kinds[name] == "seconds" else int(value)
+               for name, value in helper.knobs.items()},
+        bindings=[(_PROTO[t], lo, hi) for t in helper.transports for lo, hi in helper.ports],
     )
 
 
@@ -56,9 +103,9 @@ def configure(engine: _core.Engine, cfg: Config,
              for i, rule in enumerate(policy.rules)]
     default_mark = -1 if policy.default_mark is None else policy.default_mark
     names = [rule.name for rule in policy.rules]
-    helpers = [h.engine_tuple() for h in helper_config.load_all(cfg) if h.enabled]
+    helpers = [compile_helper(h) for h in helper_config.load_all(cfg) if h.enabled]
     try:
-        engine.set_policy(rules, _VERDICTS[policy.default], default_mark, names, helpers)
+        engine.set_policy(rules, VERDICTS[policy.default], default_mark, names, helpers)
     except ValueError as e:  # the engine checks too; it changes nothing when it refuses
         raise ConfigError("policy", f"refused by the engine: {e}") from None
     return names

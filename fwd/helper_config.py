@@ -11,7 +11,8 @@ transports and ports.  Common keys of every file:
     max_expected = 4              #   per master connection; the oldest is evicted beyond it
     timeout = 180                 #   seconds an expectation waits to be used
 
-and the helper's own knobs (its KNOBS).  The helper's Python side lives in helpers/<name>/
+and the helper's own knobs (its KNOBS).  fwd.engine.compile_helper turns a HelperConfig into the
+instance the engine takes.  The helper's Python side lives in helpers/<name>/
 (installed as fwd/helpers/<name>/); errors name "helpers.<name>.<key>".
 """
 
@@ -29,8 +30,6 @@ from typing import Any, Mapping
 from fwd import config as cfgmod
 from fwd.config import ConfigError
 
-_PROTO = {"udp": 17, "tcp": 6}
-
 
 @dataclass(frozen=True)
 class HelperConfig:
@@ -42,17 +41,6 @@ class HelperConfig:
     on_error: str
     policy: Mapping[str, tuple[int, float]]  # class -> (max_expected, timeout seconds)
     knobs: Mapping[str, Any]
-
-    def engine_tuple(self) -> tuple:
-        """The form Engine.set_policy(helpers=[...]) takes."""
-        module = load(self.name)
-        knobs = []
-        for knob, (kind, _default) in module.KNOBS.items():
-            value = self.knobs[knob]
-            knobs.append(int(value * 1e9) if kind == "seconds" else int(value))
-        bindings = [(_PROTO[t], lo, hi) for t in self.transports for lo, hi in self.ports]
-        return (self.name, 1 if self.on_error == "accept" else 0,
-                [self.policy[c] for c in module.CLASSES], knobs, bindings)
 
 
 def _search_dirs() -> list[Path]:

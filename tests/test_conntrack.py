@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from fwd import _core
+from fwd.engine import Rule
 from tests.pkt import C4, C6, S4, S6, batch, echo, port_unreachable, tcp, udp
 
 NEW, EST, REL, INV = (_core.STATE_NEW, _core.STATE_ESTABLISHED, _core.STATE_RELATED,
@@ -250,7 +251,7 @@ def test_bad_engine_parameters_raise(bad):
 
 def test_rule_hits_count_per_rule_and_default():
     e = engine()
-    accept_established = (1 << EST, 0, -1, None, 0, None, 0, 0, 65535, 0, 65535, 0, 0, 1, -1)
+    accept_established = Rule(state_mask=1 << EST, verdict=_core.VERDICT_ACCEPT)
     e.set_policy([accept_established], _core.VERDICT_ACCEPT)
     e.process(batch(udp(C4, S4, 1, 2), udp(S4, C4, 2, 1), udp(S4, C4, 2, 1)), 1.0)
     assert e.stats()["rule_hits"] == [2, 1]

@@ -5,23 +5,27 @@ concurrency."""
 import pytest
 
 from fwd import _core
+from fwd.engine import HelperSpec, Rule
 from tests.pkt import batch, tcp, udp
 from tests.sipmsg import A, B, request, response, sdp
 
 EST_REL = (1 << _core.STATE_ESTABLISHED) | (1 << _core.STATE_RELATED)
-ANY_PORTS = (0, 65535, 0, 65535)
+NEW = 1 << _core.STATE_NEW
+ACCEPT = _core.VERDICT_ACCEPT
 RULES = [
-    (EST_REL, 0, -1, None, 0, None, 0, *ANY_PORTS, 0, 0, 1, -1),
-    (1 << _core.STATE_NEW, 0, 17, None, 0, None, 0, 0, 65535, 5060, 5060, 0, 0, 1, -1),
-    (1 << _core.STATE_NEW, 0, 6, None, 0, None, 0, 0, 65535, 5060, 5060, 0, 0, 1, -1),
+    Rule(state_mask=EST_REL, verdict=ACCEPT),
+    Rule(state_mask=NEW, proto=17, dport_lo=5060, dport_hi=5060, verdict=ACCEPT),
+    Rule(state_mask=NEW, proto=6, dport_lo=5060, dport_hi=5060, verdict=ACCEPT),
 ]
 CLASSES = ["signalling", "audio", "video", "image"]
 
 
 def sip_helper(max_audio=4, direct_media=1, direct_signalling=1, on_error=0):
-    classes = [(1, 180.0), (max_audio, 180.0), (4, 180.0), (2, 180.0)]
-    knobs = [3600 * 10**9, direct_media, direct_signalling]
-    return ("sip", on_error, classes, knobs, [(17, 5060, 5060), (6, 5060, 5060)])
+    classes = {"signalling": (1, 180.0), "audio": (max_audio, 180.0), "video": (4, 180.0),
+               "image": (2, 180.0)}
+    knobs = {"sip_timeout": 3600 * 10**9, "direct_media": direct_media,
+             "direct_signalling": direct_signalling}
+    return HelperSpec("sip", on_error, classes, knobs, [(17, 5060, 5060), (6, 5060, 5060)])
 
 
 def engine(**helper):

@@ -47,10 +47,11 @@ def test_helper_settings_reach_the_engine(tmp_path):
                                "direct_media = false\n[policy.audio]\nmax_expected = 2\n")
     cfg = config.load(path)
     (sip,) = helper_config.load_all(cfg)
-    name, on_error, classes, knobs, bindings = sip.engine_tuple()
-    assert (name, on_error, bindings) == ("sip", 0, [(17, 5070, 5071)])
-    assert classes == [(1, 180), (2, 180), (4, 180), (2, 180)]
-    assert knobs == [3600 * 10**9, 0, 1]
+    spec = engine.compile_helper(sip)
+    assert (spec.type, spec.on_error, spec.bindings) == ("sip", 0, [(17, 5070, 5071)])
+    assert spec.classes == {"signalling": (1, 180), "audio": (2, 180), "video": (4, 180),
+                            "image": (2, 180)}
+    assert spec.knobs == {"sip_timeout": 3600 * 10**9, "direct_media": 0, "direct_signalling": 1}
     e = engine.create_engine(cfg)
     engine.configure(e, cfg)
     assert [h["name"] for h in e.stats()["helpers"]] == ["sip"]

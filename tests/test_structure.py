@@ -4,6 +4,10 @@ and C sides share agree."""
 import ast
 from pathlib import Path
 
+import pytest
+
+from fwd import _core, engine, helper_config
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,3 +36,51 @@ def test_no_import_circle_in_fwd():
     circles = sorted(m for m in graph if reaches(m, m, {m}))
     assert circles == []
     assert "helper_config" in graph["engine"] and "config" in graph["helper_config"]
+
+
+# --- the policy's declared shape: fwd/engine.py <-> csrc/binding_policy.c ----------------------
+
+def test_rule_and_helper_fields_agree_with_the_engine():
+    assert sorted(engine.Rule._fields) == sorted(_core.RULE_FIELDS)
+    assert sorted(engine.HelperSpec._fields) == sorted(_core.HELPER_FIELDS)
+
+
+def test_every_helper_declares_the_same_classes_and_knobs_on_both_sides():
+    c_side = _core.helper_types()
+    assert sorted(c_side) == helper_config.available()
+    for name, declared in c_side.items():
+        module = helper_config.load(name)
+        assert sorted(declared["classes"]) == sorted(module.CLASSES), name
+        assert sorted(declared["knobs"]) == sorted(module.KNOBS), name
+
+
+def sip(**change):
+    spec = engine.compile_helper(helper_config.parse("sip", {}))
+    return spec._replace(**{k: {**getattr(spec, k), **v} for k, v in change.items()})
+
+
+def test_rule_fields_are_read_by_name():
+    e = _core.Engine()
+    e.set_policy([engine.Rule(proto=17, dport_lo=53, dport_hi=53, verdict=1)], 0)
+    with pytest.raises(ValueError, match="rule 0: .tuple. object has no attribute .state_mask."):
+        e.set_policy([(0,) * 15], 0)  # a positional tuple names nothing
+    with pytest.raises(ValueError, match="rule 0: dport_hi 70000 out of range"):
+        e.set_policy([engine.Rule(dport_hi=70000)], 0)
+
+
+@pytest.mark.parametrize("spec,message", [
+    (lambda: sip(), None),
+    (lambda: sip()._replace(classes={}), "helper sip: no class signalling"),
+    (lambda: sip(classes={"fax": (1, 1.0)}), "helper sip: unknown class"),
+    (lambda: sip(knobs={"colour": 1}), "helper sip: unknown knob"),
+    (lambda: sip()._replace(knobs={}), "helper sip: no knob sip_timeout"),
+    (lambda: sip()._replace(type="h999"), "no helper type 'h999'"),
+])
+def test_helper_classes_and_knobs_are_read_by_name(spec, message):
+    e = _core.Engine()
+    if message is None:
+        e.set_policy([], 0, helpers=[spec()])
+        assert [h["name"] for h in e.stats()["helpers"]] == ["sip"]
+    else:
+        with pytest.raises(ValueError, match=message):
+            e.set_policy([], 0, helpers=[spec()])

@@ -11,8 +11,7 @@
  *    registrar's 2xx (for the Expires it grants), removed on expires=0.
  * Calls are told apart by a hash of their Call-ID, so one signalling connection may carry many.
  */
-#include "fwd_engine.h"
-#include "fwd_helper.h"
+#include "fwd_helper_api.h"
 #include "fwd_sip_parse.h"
 
 #include <errno.h>
@@ -20,10 +19,12 @@
 #include <string.h>
 
 enum { CLS_SIGNALLING, CLS_AUDIO, CLS_VIDEO, CLS_IMAGE, SIP_CLASSES };
-/* Knobs, set from etc/helpers.d/sip.toml by the Python side. */
-enum { KNOB_SIP_TIMEOUT_NS, KNOB_DIRECT_MEDIA, KNOB_DIRECT_SIGNALLING };
+/* Knobs, set by name from etc/helpers.d/sip.toml by the Python side (sip_timeout in ns). */
+enum { KNOB_SIP_TIMEOUT_NS, KNOB_DIRECT_MEDIA, KNOB_DIRECT_SIGNALLING, SIP_KNOBS };
 
 static const char *const class_names[SIP_CLASSES] = { "signalling", "audio", "video", "image" };
+static const char *const knob_names[SIP_KNOBS] = { "sip_timeout", "direct_media",
+						   "direct_signalling" };
 
 /* Per-connection state; the TCP reassembly buffers are allocated on first use. */
 struct sip_conn {
@@ -66,8 +67,8 @@ static bool same_addr(uint8_t family, const union fwd_addr *a, const struct fwd_
 /* RTP + RTCP expectations for every usable m= line of the message. */
 static void expect_media(struct fwd_helper_ctx *ctx, const struct fwd_sip_msg *m, uint32_t call)
 {
-	const struct fwd_tuple *sig = &ctx->ct->node[ctx->dir].tuple; /* this packet's direction */
-	bool direct = ctx->helper->knobs[KNOB_DIRECT_MEDIA];
+	const struct fwd_tuple *sig = ctx->tuple; /* this packet's direction */
+	bool direct = ctx->knobs[KNOB_DIRECT_MEDIA];
 
 	for (unsigned i = 0; i < m->nmedia; i++) {
 		const struct fwd_sip_media *md = &m->media[i];
@@ -102,7 +103,7 @@ static void flush_media(struct fwd_helper_ctx *ctx, uint32_t call)
 /* REGISTER from a user agent: where the registrar may later reach it. */
 static void expect_register(struct fwd_helper_ctx *ctx, const struct fwd_sip_msg *m)
 {
-	const struct fwd_tuple *sig = &ctx->ct->node[ctx->dir].tuple;
+	const struct fwd_tuple *sig = ctx->tuple;
 	struct fwd_exp_spec s;
 
 	if (!m->has_contact || m->contact_wildcard || !m->contact_family || m->expires == 0) {
@@ -115,7 +116,7 @@ static void expect_register(struct fwd_helper_ctx *ctx, const struct fwd_sip_msg
 	s.tuple.dport = m->contact_port;
 	s.flags = FWD_EXP_PERMANENT | FWD_EXP_INACTIVE;
 	s.helper_ref = ctx->helper; /* calls coming in this way are read by the helper too */
-	if (ctx->helper->knobs[KNOB_DIRECT_SIGNALLING] && m->contact_family == sig->family) {
+	if (ctx->knobs[KNOB_DIRECT_SIGNALLING] && m->contact_family == sig->family) {
 		s.tuple.src = sig->dst; /* only the registrar */
 		memset(&s.mask.src, 0xff, sizeof(s.mask.src));
 	}
@@ -126,7 +127,7 @@ static void handle(struct fwd_helper_ctx *ctx, const struct fwd_sip_msg *m)
 {
 	uint32_t call = call_key(m);
 
-	FWD_HELPER_COUNT(ctx->helper, messages, 1);
+	fwd_helper_count(ctx, FWD_HELPER_messages, 1);
 	if (m->is_request) {
 		switch (m->method) {
 		case FWD_SIP_INVITE:
@@ -177,7 +178,7 @@ static void on_message(const struct fwd_sip_msg *m, void *arg)
 /* Feeds the in-order part of a TCP segment to this direction's stream. */
 static int tcp_segment(struct fwd_helper_ctx *ctx, struct sip_conn *c)
 {
-	const uint8_t *tcp = ctx->data + ctx->pkt->l4off;
+	const uint8_t *tcp = ctx->l4;
 	uint32_t seq = (uint32_t)tcp[4] << 24 | (uint32_t)tcp[5] << 16 | (uint32_t)tcp[6] << 8 | tcp[7];
 	const uint8_t *data = ctx->payload;
 	size_t len = ctx->payload_len;
@@ -214,7 +215,7 @@ static int sip_packet(struct fwd_helper_ctx *ctx)
 	struct fwd_sip_msg m;
 	int n;
 
-	if (ctx->pkt->tuple.proto == 6)
+	if (ctx->tuple->proto == 6)
 		return tcp_segment(ctx, c);
 	/* UDP: one message per datagram; the signalling "connection" lives sip_timeout. */
 	n = fwd_sip_parse(ctx->payload, ctx->payload_len, false, &m);
@@ -222,7 +223,7 @@ static int sip_packet(struct fwd_helper_ctx *ctx)
 		return n;
 	if (n > 0) /* 0: a keep-alive of empty lines */
 		handle(ctx, &m);
-	fwd_ct_set_expires(ctx->ct, ctx->now + ctx->helper->knobs[KNOB_SIP_TIMEOUT_NS]);
+	fwd_helper_keep_until(ctx, ctx->now + ctx->knobs[KNOB_SIP_TIMEOUT_NS]);
 	return 0;
 }
 
@@ -234,11 +235,14 @@ static void sip_release(void *state)
 	free(c->stream[1]);
 }
 
-const struct fwd_helper_type fwd_helper_sip = {
+static const struct fwd_helper_type fwd_helper_sip = {
 	.name = "sip",
 	.nclasses = SIP_CLASSES,
 	.class_names = class_names,
+	.nknobs = SIP_KNOBS,
+	.knob_names = knob_names,
 	.state_size = sizeof(struct sip_conn),
 	.packet = sip_packet,
 	.release = sip_release,
 };
+FWD_HELPER_REGISTER(fwd_helper_sip);

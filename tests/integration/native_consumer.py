@@ -11,12 +11,13 @@ import select
 import sys
 
 from fwd import _core
+from fwd.engine import Rule
 
 
 def main() -> None:
     args = json.loads(sys.argv[1])
     engine = _core.Engine(shards=64, buckets=1024)
-    engine.set_policy([tuple(r) for r in args.get("rules", [])], args.get("default", 1),
+    engine.set_policy([Rule(**r) for r in args.get("rules", [])], args.get("default", 1),
                       -1, [f"r{i}" for i in range(len(args.get("rules", [])))])
     workers = _core.NfqWorkers(engine, args["queues"], batch=args.get("batch", 64))
     workers.start()

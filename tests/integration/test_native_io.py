@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 def udp_rule(dport, verdict, mark=-1):
-    return (0, 4, 17, None, 0, None, 0, 0, 65535, dport, dport, 0, 0, verdict, mark)
+    """fwd.engine.Rule fields (native_consumer.py builds the Rule)."""
+    return dict(family=4, proto=17, dport_lo=dport, dport_hi=dport, verdict=verdict, mark=mark)
 
 
 @pytest.fixture
