@@ -34,8 +34,7 @@ MAX_REQUEST = 1 << 16  # bytes in one request line
 CLIENT_TIMEOUT = 30.0  # seconds `fwd ctl` waits for the daemon
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 # States as Engine.connections() names them: TCP's, and UNREPLIED/REPLIED for the others.
-STATES = ("SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",
-          "TIME_WAIT", "CLOSE", "SYN_SENT2", "UNREPLIED", "REPLIED")
+STATES = _core.CONN_STATES
 
 
 class RequestError(Exception):

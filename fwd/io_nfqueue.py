@@ -96,7 +96,7 @@ class PyQueues:
         names = self.rule_names()
         for (_pkt, data), (verdict, _mark, state, rule) in zip(batch, results):
             line = {
-                "verdict": "accept" if verdict == _core.VERDICT_ACCEPT else "drop",
+                "verdict": _core.VERDICT_NAMES[verdict],
                 "state": _core.STATE_NAMES[state],
                 "rule": names[rule] if rule >= 0 else None,
                 "pkt": data.hex(),

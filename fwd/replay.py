@@ -220,7 +220,7 @@ class Replayer:
             self.packets += 1
             self.accepted += accepted
             self.dropped += not accepted
-            yield Decision(index, l3, "accept" if accepted else "drop", _core.STATE_NAMES[state],
+            yield Decision(index, l3, _core.VERDICT_NAMES[verdict], _core.STATE_NAMES[state],
                            self.rule_names[rule] if rule >= 0 else None, exp_id)
 
     def _gc(self, now: float) -> None:
