@@ -1,8 +1,8 @@
 # fwd — build, run and test.  Everything a fresh Debian machine (as root) needs is installed here.
 #   make run    the lab demo: namespaces, real traffic through fwd, its verdicts and table
-#   make test   a short SIP fuzz run, unit + integration tests, then the same suite on ASan/UBSan
+#   make test   a short fuzz run, unit + integration tests, then the same suite on ASan/UBSan
 #   make bench  NFQUEUE throughput and latency benchmarks (bench/README.md)
-#   make fuzz   the SIP parser under libFuzzer for FUZZ_TIME seconds (tests/fuzz/README.md)
+#   make fuzz   every fuzz target under libFuzzer for FUZZ_TIME seconds (tests/fuzz/README.md)
 
 PYTHON ?= python3
 VENV := .venv
@@ -66,18 +66,31 @@ test-asan: deps
 
 test: fuzz test-unit test-asan
 
-# The SIP parser under libFuzzer + ASan/UBSan for a bounded time; new inputs go to build/fuzz,
-# the seeds in tests/fuzz/corpus/sip stay as they are.  A small stream buffer brings its
-# overflow paths within reach of short inputs.
+# Every fuzz target, tests/fuzz/fuzz_*.c and helpers/*/fuzz_*.c, under libFuzzer + ASan/UBSan,
+# each linked with all C sources of the extension but the Python binding, and run for its share
+# of FUZZ_TIME seconds.  Seeds: tests/fuzz/corpus/<target>/ (helpers/<name>/corpus/ for a
+# helper's targets), never written; new inputs go to build/fuzz/corpus-<target>.  A target may
+# add compile flags for the whole build in a line "/* fuzz-cflags: ... */" (see fuzz_sip.c).
 FUZZ_TIME ?= 20
 FUZZ_DIR := build/fuzz
+FUZZ_TARGETS := $(sort $(wildcard tests/fuzz/fuzz_*.c helpers/*/fuzz_*.c))
+FUZZ_SOURCES := $(filter-out csrc/binding%.c,$(sort $(wildcard csrc/*.c helpers/*/fwd_*.c)))
 fuzz: build/.apt-stamp
-	@mkdir -p $(FUZZ_DIR)/corpus-sip
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-DFWD_SIP_STREAM_MAX=1024 -Ihelpers/sip -Icsrc tests/fuzz/fuzz_sip.c \
-		helpers/sip/fwd_sip_parse.c -o $(FUZZ_DIR)/fuzz_sip
-	$(FUZZ_DIR)/fuzz_sip -max_total_time=$(FUZZ_TIME) -timeout=5 -print_final_stats=1 \
-		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus-sip tests/fuzz/corpus/sip
+	@mkdir -p $(FUZZ_DIR)
+	@set -e; share=$$(( $(FUZZ_TIME) / $(words $(FUZZ_TARGETS)) )); [ $$share -ge 1 ] || share=1; \
+	for src in $(FUZZ_TARGETS); do \
+		target=$$(basename $$src .c); target=$${target#fuzz_}; \
+		case $$src in helpers/*) seeds=$$(dirname $$src)/corpus ;; \
+			*) seeds=tests/fuzz/corpus/$$target ;; esac; \
+		flags=$$(sed -n 's|^/\* fuzz-cflags: \(.*\) \*/$$|\1|p' $$src); \
+		echo "fuzz $$target: $$src, seeds $$seeds, $$share s $$flags"; \
+		clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+			$$flags -Icsrc $(addprefix -I,$(wildcard helpers/*/)) $$src $(FUZZ_SOURCES) \
+			-lmnl -lnetfilter_queue -pthread -o $(FUZZ_DIR)/fuzz_$$target; \
+		mkdir -p $(FUZZ_DIR)/corpus-$$target $$seeds; \
+		$(FUZZ_DIR)/fuzz_$$target -max_total_time=$$share -timeout=5 -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_DIR)/$$target- $(FUZZ_DIR)/corpus-$$target $$seeds; \
+	done
 
 # Benchmarks (not tests): NFQUEUE throughput and latency in namespaces; see bench/README.md.
 #   make bench BENCH_ARGS=--quick    a smoke run

@@ -3,6 +3,8 @@
  * UDP datagram and as the start of a TCP stream, and fed to a stream reassembler in two segments
  * cut at a point taken from its first byte.  Sanitizers catch bad reads; the checks below catch
  * results that break the API's promises.  Built and run by `make fuzz`. */
+/* fuzz-cflags: -DFWD_SIP_STREAM_MAX=1024 */
+/* (a small stream buffer brings its overflow paths within reach of short inputs) */
 #include "fwd_sip_parse.h"
 
 #include <errno.h>
