@@ -1,5 +1,7 @@
 """Builds the one C extension, fwd._core, from csrc/ and every helper's C files (helpers/*/),
 and ships the example configuration and the systemd unit inside the package (fwd/data/).
+It packages fwd with every helper folder's Python side as fwd.helpers.<name>: a helper is found
+by its folder alone (helpers/<name>/__init__.py), never from a list.
 
 Normal builds carry the usual hardening: _FORTIFY_SOURCE, a stack protector, full RELRO.
 FWD_SANITIZE=1 builds the extension with AddressSanitizer + UndefinedBehaviorSanitizer and the
@@ -52,6 +54,11 @@ class BuildPyWithData(build_py):
 
 setup(
     cmdclass={"build_py": BuildPyWithData},
+    # helpers/ installs as fwd.helpers (never as a bare top-level "helpers" package).
+    packages=["fwd", "fwd.helpers",
+              *(f"fwd.helpers.{os.path.basename(os.path.dirname(p))}"
+                for p in sorted(glob("helpers/*/__init__.py")))],
+    package_dir={"fwd.helpers": "helpers"},
     ext_modules=[
         Extension(
             "fwd._core",

@@ -1,34 +1,35 @@
 # Type stub of the C extension fwd._core (built from csrc/*.c and helpers/*/fwd_*.c by setup.py).
-# csrc/binding.c is the only C file that includes Python.h; its docstrings are the reference.
+# csrc/binding*.c are the only C files that include Python.h; their docstrings are the reference.
 
 from typing import Any, Sequence
 
+from fwd.engine import HelperSpec, Rule
+
+# Verdicts and per-packet conntrack states, from the lists in csrc/fwd_policy.h: a constant per
+# name (value = index) and the names in value order.  A rule's state mask ORs (1 << STATE_x).
 VERDICT_DROP: int  # 0
 VERDICT_ACCEPT: int  # 1
-
-# Per-packet conntrack state as the policy sees it; a rule's state mask ORs (1 << STATE_x).
+VERDICT_NAMES: tuple[str, ...]  # ("drop", "accept")
 STATE_NEW: int  # 0
 STATE_ESTABLISHED: int  # 1
 STATE_RELATED: int  # 2
 STATE_INVALID: int  # 3
 STATE_UNTRACKED: int  # 4
 STATE_NAMES: tuple[str, ...]  # ("new", "established", "related", "invalid", "untracked")
+# Connection states as connections() and by_state() name them: TCP's, then UNREPLIED/REPLIED.
+CONN_STATES: tuple[str, ...]
 MAX_WORKERS: int  # engine worker slots (one thread per slot at a time)
+# The attributes set_policy reads of each rule and helper (fwd.engine.Rule, HelperSpec).
+RULE_FIELDS: tuple[str, ...]
+HELPER_FIELDS: tuple[str, ...]
 
-# A compiled policy rule:
-#   (state_mask, family, proto, src, src_plen, dst, dst_plen,
-#    sport_lo, sport_hi, dport_lo, dport_hi, iif, oif, verdict, mark)
-# state_mask 0 = any; family 0/4/6; proto -1 = any; src/dst packed bytes or None; ports inclusive
-# (a rule naming ports matches only tcp/udp); iif/oif 0 = any; mark -1 = leave it alone.
-Rule = tuple[int, int, int, bytes | None, int, bytes | None, int, int, int, int, int, int, int, int, int]
-# A helper instance: (type, on_error verdict, [(max_expected, timeout_s)] per class in the type's
-# order, [knob ints], [(proto, port_lo, port_hi)] bindings).
-Helper = tuple[str, int, list[tuple[int, float]], list[int], list[tuple[int, int, int]]]
 # A packet: (l3_bytes, iif, oif).  A result: (verdict, mark, state, rule_index), plus with
 # detail=True the journal id of the expectation a RELATED packet matched (0: none).
 Packet = tuple[bytes, int, int]
 Result = tuple[int, int, int, int]
 
+def helper_types() -> dict[str, dict[str, list[str]]]:
+    """The compiled-in helper types: {name: {"classes": [...], "knobs": [...]}}."""
 def parse_packet(data: bytes, wire_len: int = 0) -> dict[str, Any]: ...
 
 class Engine:
@@ -37,7 +38,7 @@ class Engine:
                  expect_max: int = 4096) -> None: ...
     def set_policy(self, rules: Sequence[Rule], default_verdict: int, default_mark: int = -1,
                    names: Sequence[str] | None = None,
-                   helpers: Sequence[Helper] | None = None) -> None:
+                   helpers: Sequence[HelperSpec] | None = None) -> None:
         """Swap policy, rule names and helpers atomically (between batches)."""
     def process(self, packets: Sequence[Packet], now: float, worker: int = 0,
                 detail: bool = False) -> list[tuple]: ...
@@ -52,6 +53,7 @@ class Engine:
     def flush_expectations(self) -> int: ...
     def expect_journal(self, on: bool) -> None: ...
     def expectations_created(self) -> list[dict[str, Any]]: ...
+    # Test hooks: only in a build with FWD_TEST_HOOKS=1 (csrc/binding_test.c).
     def placement(self, data: bytes) -> dict[str, int]: ...
     def stress(self, threads: int, conns: int, rounds: int = 1, keep: bool = False) -> dict[str, Any]: ...
     def stress_expect(self, threads: int, rounds: int, per_master: int = 16) -> dict[str, int]: ...
