@@ -54,7 +54,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fwd import config as fwd_config  # noqa: E402
+from fwd import config as fwd_config, gateway  # noqa: E402
 from fwd.netns import (CLIENT4, CLIENT_IF, FW_IN4, FW_IN_IF, FW_OUT4, FW_OUT_IF,  # noqa: E402
                        SERVER4, SERVER_IF, Topology)
 
@@ -87,21 +87,7 @@ class Consumer:
     skip: str | None = None                  # why it cannot run here
 
 
-FWD_POLICY = f"""
-[policy]
-default = "drop"
-
-[[policy.rule]]
-name = "established"
-ct_state = ["established", "related"]
-verdict = "accept"
-
-[[policy.rule]]
-name = "from-client"
-ct_state = ["new"]
-src = "{CLIENT_NET}"
-verdict = "accept"
-"""
+FWD_POLICY = gateway.policy("stateful", "from-client", client_src=CLIENT_NET)
 
 
 def fwd_config_text(queue: int, io: str, count: int = 1) -> str:

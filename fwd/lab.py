@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from fwd import replay
+from fwd import gateway, replay
 from fwd.netns import CLIENT4, SERVER4, Topology
 
 QUEUE_NUM = 0
@@ -63,27 +63,8 @@ on_stop = "drop"  # nothing passes the lab firewall unexamined, even after fwd s
 hooks = ["FORWARD"]
 chain = "{CHAIN}"
 
-[policy]
-default = "drop"
-
-[[policy.rule]]
-name = "established"
-ct_state = ["established", "related"]
-verdict = "accept"
-
-[[policy.rule]]
-name = "client-out"
-ct_state = ["new"]
-src = "{ipaddress.ip_interface(f'{CLIENT4}/24').network}"
-verdict = "accept"
-
-[[policy.rule]]
-name = "sip-signalling"
-ct_state = ["new"]
-proto = "udp"
-dport = {SIP_PORT}
-verdict = "accept"
-"""
+{gateway.policy("stateful", "from-client", "sip-udp",
+                client_src=str(ipaddress.ip_interface(f"{CLIENT4}/24").network))}"""
 
 # Ingress of every fw interface.  --immediate-mode and -U: each packet reaches the file at once.
 # Immediate mode gives every packet a ring slot of the snapshot length: a 64 KiB snapshot and a

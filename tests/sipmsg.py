@@ -1,30 +1,10 @@
 """Literal SIP messages for the tests (RFC 3261 shapes, CRLF line ends), and the policy and
 helper file the SIP tests run fwd with."""
 
+from fwd import gateway
+
 # Default drop; only SIP signalling may start connections, so media passes only as RELATED.
-SIP_POLICY = """
-[policy]
-default = "drop"
-
-[[policy.rule]]
-name = "stateful"
-ct_state = ["established", "related"]
-verdict = "accept"
-
-[[policy.rule]]
-name = "sip-udp"
-ct_state = ["new"]
-proto = "udp"
-dport = 5060
-verdict = "accept"
-
-[[policy.rule]]
-name = "sip-tcp"
-ct_state = ["new"]
-proto = "tcp"
-dport = 5060
-verdict = "accept"
-"""
+SIP_POLICY = gateway.policy("stateful", "sip-udp", "sip-tcp")
 
 # etc/helpers.d/sip.toml for those tests.
 SIP_HELPER_TOML = """\

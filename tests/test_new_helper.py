@@ -12,24 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from fwd import gateway
+
 ROOT = Path(__file__).resolve().parent.parent
 COPY = ("setup.py", "pyproject.toml", "README.md", "Makefile", "csrc", "helpers", "fwd", "tests")
 IGNORE = shutil.ignore_patterns("*.so", "__pycache__", "build", ".pytest_cache")
 
-CONFIG = """
-[policy]
-default = "drop"
-[[policy.rule]]
-name = "related"
-ct_state = ["established", "related"]
-verdict = "accept"
-[[policy.rule]]
-name = "tiny"
-ct_state = ["new"]
-proto = "udp"
-dport = 7777
-verdict = "accept"
-"""
+# The gateway's "stateful" rule (fwd/gateway.toml), and new "tiny" signalling accepted.
+CONFIG = gateway.policy("stateful") + (
+    '[[policy.rule]]\nname = "tiny"\nct_state = ["new"]\nproto = "udp"\ndport = 7777\n'
+    'verdict = "accept"\n')
 
 # Run in the copy: the helper through config, engine and packets; prints what it saw.
 PROBE = r"""

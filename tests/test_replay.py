@@ -10,28 +10,15 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1Q, Ether
 from scapy.utils import PcapNgWriter, PcapWriter
 
-from fwd import cli
+from fwd import cli, gateway
 
 CLIENT, SERVER = "10.0.1.2", "10.0.2.2"
 
-CONFIG = """\
+CONFIG = f"""\
 [conntrack.timeouts]
 udp = 5.0
 
-[policy]
-default = "drop"
-
-[[policy.rule]]
-name = "established"
-ct_state = ["established", "related"]
-verdict = "accept"
-
-[[policy.rule]]
-name = "client-out"
-ct_state = ["new"]
-src = "10.0.1.0/24"
-verdict = "accept"
-
+{gateway.policy("stateful", "from-client", client_src="10.0.1.0/24")}
 [[policy.rule]]
 name = "via-lab0"  # names an interface: offline it never matches (and need not exist)
 iif = "nonexistent0"
@@ -89,7 +76,7 @@ def decisions(records):
     return [(r["verdict"], r["state"], r["rule"]) for r in records]
 
 
-ESTABLISHED = ("accept", "established", "established")
+ESTABLISHED = ("accept", "established", "stateful")
 
 
 @pytest.mark.parametrize("link, ng", [
@@ -103,7 +90,7 @@ def test_tcp_session_every_link_type(tmp_path, capsys, config, link, ng):
     capture = write_capture(tmp_path / "c", tcp_session(), link, ng)
     records, summary = replay_json(capsys, capture, config)
     assert [r["index"] for r in records] == [0, 1, 2, 3, 4]
-    assert decisions(records) == [("accept", "new", "client-out")] + [ESTABLISHED] * 4
+    assert decisions(records) == [("accept", "new", "from-client")] + [ESTABLISHED] * 4
     assert summary["packets"] == 5 and summary["accepted"] == 5 and summary["dropped"] == 0
     assert summary["connections"] == [{"proto": "tcp", "src": CLIENT, "dst": SERVER,
                                        "sport": 40000, "dport": 80, "state": "ESTABLISHED"}]
@@ -118,7 +105,7 @@ def test_json_shape_and_skipped_frames(tmp_path, capsys, config):
     # Non-IP frames get no line but keep their place in the numbering.
     assert [r["index"] for r in records] == [1, 3]
     assert all(set(r) == {"index", "verdict", "state", "rule"} for r in records)
-    assert decisions(records) == [("accept", "new", "client-out"), ("drop", "new", None)]
+    assert decisions(records) == [("accept", "new", "from-client"), ("drop", "new", None)]
     assert set(summary) == {"summary", "packets", "accepted", "dropped", "skipped",
                             "connections", "expectations_created"}
     assert summary["expectations_created"] == []  # no helper configured
@@ -136,7 +123,7 @@ def test_inbound_syn_dropped_and_interface_rule_never_matches(tmp_path, capsys, 
 
 def test_udp_request_response(tmp_path, capsys, config):
     records, summary = replay_json(capsys, write_capture(tmp_path / "c", udp_exchange()), config)
-    assert decisions(records) == [("accept", "new", "client-out"), ESTABLISHED]
+    assert decisions(records) == [("accept", "new", "from-client"), ESTABLISHED]
     [conn] = summary["connections"]
     assert (conn["proto"], conn["sport"], conn["dport"], conn["state"]) == ("udp", 5353, 53,
                                                                            "REPLIED")
@@ -147,7 +134,7 @@ def test_capture_time_is_the_clock(tmp_path, capsys, config):
     connection has expired, so it is a new inbound packet, and dropped."""
     capture = write_capture(tmp_path / "c", udp_exchange(reply_after=10.0))
     records, summary = replay_json(capsys, capture, config)
-    assert decisions(records) == [("accept", "new", "client-out"), ("drop", "new", None)]
+    assert decisions(records) == [("accept", "new", "from-client"), ("drop", "new", None)]
     assert summary["connections"] == []
 
 
@@ -155,8 +142,8 @@ def test_icmp_error_is_related(tmp_path, capsys, config):
     request = IP(src=CLIENT, dst=SERVER) / UDP(sport=5353, dport=53) / b"q"
     error = IP(src=SERVER, dst=CLIENT) / ICMP(type=3, code=3) / bytes(request)
     records, _ = replay_json(capsys, write_capture(tmp_path / "c", [request, error]), config)
-    assert decisions(records) == [("accept", "new", "client-out"),
-                                  ("accept", "related", "established")]
+    assert decisions(records) == [("accept", "new", "from-client"),
+                                  ("accept", "related", "stateful")]
 
 
 def test_truncated_packet_is_invalid(tmp_path, capsys, config):
@@ -171,9 +158,9 @@ def test_text_output(tmp_path, capsys, config):
     capture = write_capture(tmp_path / "c", [Ether() / p for p in tcp_session()[:2]])
     assert cli.main(["replay", capture, "--config", config]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:4] == ["0", "accept", "new", "client-out"]
+    assert lines[0].split()[:4] == ["0", "accept", "new", "from-client"]
     assert lines[0].endswith(f"tcp {CLIENT}:40000 > {SERVER}:80 S")
-    assert lines[1].split()[:4] == ["1", "accept", "established", "established"]
+    assert lines[1].split()[:4] == ["1", "accept", "established", "stateful"]
     assert lines[1].endswith(f"tcp {SERVER}:80 > {CLIENT}:40000 SA")
     assert "2 packets: 2 accepted, 0 dropped; 0 non-IP frames skipped" in lines
     assert any(line.split() == ["tcp", f"{CLIENT}:40000", "->", f"{SERVER}:80", "SYN_RECV"]

@@ -2,11 +2,12 @@
 and C sides share agree."""
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from fwd import _core, engine, helper_config
+from fwd import _core, config, engine, gateway, helper_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,3 +85,21 @@ def test_helper_classes_and_knobs_are_read_by_name(spec, message):
     else:
         with pytest.raises(ValueError, match=message):
             e.set_policy([], 0, helpers=[spec()])
+
+
+# --- the one gateway policy (fwd/gateway.toml) -------------------------------------------------
+
+def test_gateway_policy_variants_load():
+    both = config.parse(tomllib.loads(gateway.policy("stateful", "from-client")))
+    assert [(r.name, r.iif, r.src) for r in both.policy.rules] == [
+        ("stateful", None, None), ("from-client", "fwin", None)]
+    by_src = config.parse(tomllib.loads(gateway.policy("from-client", "stateful",
+                                                       client_src="10.0.1.0/24")))
+    assert [(r.name, r.iif, str(r.src)) for r in by_src.policy.rules] == [
+        ("stateful", None, "None"), ("from-client", None, "10.0.1.0/24")]
+    sip = config.parse(tomllib.loads(gateway.policy("stateful", "sip-udp", "sip-tcp")))
+    assert [(r.name, r.proto, r.dport) for r in sip.policy.rules[1:]] == [
+        ("sip-udp", 17, (5060, 5060)), ("sip-tcp", 6, (5060, 5060))]
+    assert sip.policy.default == "drop"
+    with pytest.raises(KeyError, match="no rule"):
+        gateway.policy("stateful", "ssh")

@@ -23,6 +23,7 @@ import pytest
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 
+from fwd import gateway
 from fwd.netns import CLIENT4, CLIENT6, SERVER4, SERVER6, Topology
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,23 +33,9 @@ READY = f"running: queue {QUEUE_NUM}"  # fwd logs this once the queue is bound a
 CHAIN = "FWD"
 QUEUE_MAX_LEN = 1024  # the test daemons' queue.max_len (small: overflow tests fill it)
 
-# The policy under test: replies and related errors pass, new connections only from the client
-# side (the fw's interface "fwin"), everything else is dropped.
-POLICY = """
-[policy]
-default = "drop"
-
-[[policy.rule]]
-name = "stateful"
-ct_state = ["established", "related"]
-verdict = "accept"
-
-[[policy.rule]]
-name = "from-client"
-ct_state = ["new"]
-iif = "fwin"
-verdict = "accept"
-"""
+# The policy under test (fwd/gateway.toml): replies and related errors pass, new connections only
+# from the client side (the fw's interface "fwin"), everything else is dropped.
+POLICY = gateway.policy("stateful", "from-client")
 
 
 def fwd_config(policy: str = POLICY, on_stop: str = "bypass", metrics_listen: str = "",
