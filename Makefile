@@ -54,8 +54,8 @@ test-unit: build
 # but the packaging tests (marked "install"), which build their own, unsanitized fwd.
 test-asan: deps
 	rm -rf $(ASAN_TREE) && mkdir -p $(ASAN_TREE)
-	cp -r setup.py pyproject.toml README.md LICENSE MANIFEST.in csrc helpers fwd etc systemd tests \
-		$(ASAN_TREE)/
+	cp -r setup.py pyproject.toml README.md LICENSE MANIFEST.in Makefile docs csrc helpers fwd etc \
+		systemd tests $(ASAN_TREE)/
 	rm -f $(ASAN_TREE)/fwd/*.so
 	cd $(ASAN_TREE) && FWD_SANITIZE=1 $(TEST_HOOKS) $(CURDIR)/$(PY) setup.py -q build_ext --inplace
 	cd $(ASAN_TREE) && PYTHONPATH=$(CURDIR)/$(ASAN_TREE) \

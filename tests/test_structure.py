@@ -103,3 +103,11 @@ def test_gateway_policy_variants_load():
     assert sip.policy.default == "drop"
     with pytest.raises(KeyError, match="no rule"):
         gateway.policy("stateful", "ssh")
+
+
+def test_architecture_file_map_names_every_source_file():
+    text = (ROOT / "docs/architecture.md").read_text()
+    files = [*(ROOT / "csrc").glob("*.[ch]"), *(ROOT / "fwd").glob("*.py")]
+    missing = sorted(p.name for p in files if not p.name.startswith("__")
+                     and p.name not in text and f"{p.stem}.[ch]" not in text)
+    assert missing == []
