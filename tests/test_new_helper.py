@@ -15,7 +15,8 @@ import pytest
 from fwd import gateway
 
 ROOT = Path(__file__).resolve().parent.parent
-COPY = ("setup.py", "pyproject.toml", "README.md", "Makefile", "csrc", "helpers", "fwd", "tests")
+COPY = ("setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "Makefile", "csrc",
+        "helpers", "fwd", "etc", "systemd", "tests")
 IGNORE = shutil.ignore_patterns("*.so", "__pycache__", "build", ".pytest_cache")
 
 # The gateway's "stateful" rule (fwd/gateway.toml), and new "tiny" signalling accepted.
