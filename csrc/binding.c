@@ -825,8 +825,9 @@ static PyObject *mod_parse_packet(PyObject *Py_UNUSED(m), PyObject *args)
 
 static PyMethodDef Engine_methods[] = {
 	{ "set_policy", (PyCFunction)(void (*)(void))Engine_set_policy, METH_VARARGS | METH_KEYWORDS,
-	  "set_policy(rules, default_verdict, default_mark=-1, names=None): swap the compiled "
-	  "policy (names: one per rule, used in verdict traces)" },
+	  "set_policy(rules, default_verdict, default_mark=-1, names=None, helpers=None): swap the "
+	  "compiled policy; rules and helpers are read by attribute name (RULE_FIELDS, "
+	  "HELPER_FIELDS: fwd.engine.Rule, HelperSpec); names: one per rule, for verdict traces" },
 	{ "process", (PyCFunction)(void (*)(void))Engine_process, METH_VARARGS | METH_KEYWORDS,
 	  "process(packets, now, worker=0, detail=False) -> [(verdict, mark, state, rule)]; with "
 	  "detail, a fifth item: the journal id of the expectation a RELATED packet matched, or 0" },

@@ -2,6 +2,7 @@
 and C sides share agree."""
 
 import ast
+import re
 import tomllib
 from pathlib import Path
 
@@ -111,3 +112,18 @@ def test_architecture_file_map_names_every_source_file():
     missing = sorted(p.name for p in files if not p.name.startswith("__")
                      and p.name not in text and f"{p.stem}.[ch]" not in text)
     assert missing == []
+
+
+def test_helpers_see_only_the_helper_api():
+    """A helper's C includes, of the core's headers, fwd_helper_api.h alone (it brings the packet
+    types): no engine, table or expectation internals.  (Its fuzz targets are harnesses: they may
+    drive the whole engine.)"""
+    core = {p.name for p in (ROOT / "csrc").glob("*.h")}
+    allowed = {"fwd_helper_api.h", "fwd_packet.h"}
+    seen = {}
+    for src in [*(ROOT / "helpers").glob("*/*.[ch]"), *(ROOT / "tests/helper_tiny").glob("*.[ch]")]:
+        if src.name.startswith("fuzz_"):
+            continue
+        included = set(re.findall(r'^#include "([^"]+)"', src.read_text(), re.M))
+        seen[str(src.relative_to(ROOT))] = sorted((included & core) - allowed)
+    assert seen and all(v == [] for v in seen.values()), seen
