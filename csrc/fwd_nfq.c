@@ -201,10 +201,6 @@ static void send_verdicts(struct fwd_nfq_worker *w, struct io *io, size_t n)
 	COUNT(w, verdict_msgs, msgs);
 }
 
-static const char *const state_json[FWD_STATES] = {
-	"new", "established", "related", "invalid", "untracked",
-};
-
 struct trace_arg {
 	struct fwd_nfq_worker *w;
 	const struct io *io;
@@ -233,7 +229,7 @@ static void trace(const struct fwd_policy *pol, void *arg)
 
 		p += sprintf(p, "{\"verdict\": \"%s\", \"state\": \"%s\", \"rule\": ",
 			     fwd_verdict_names[io->out[i].verdict],
-			     state_json[io->out[i].state]);
+			     fwd_state_names[io->out[i].state]);
 		if (rule < 0)
 			p += sprintf(p, "null");
 		else if (pol->names)
