@@ -1021,7 +1021,7 @@ static PyTypeObject NfqWorkersType = {
 
 static PyMethodDef module_methods[] = {
 	{ "helper_types", mod_helper_types, METH_NOARGS,
-	  "helper_types() -> {name: {classes: [...], knobs: [...]}}: the compiled-in helpers" },
+	  "helper_types() -> {name: {classes: (...), knobs: (...)}}: the compiled-in helpers" },
 	{ "parse_packet", mod_parse_packet, METH_VARARGS,
 	  "parse_packet(data, wire_len=0) -> dict: what the engine's parser makes of one packet" },
 	{ NULL },
@@ -1032,60 +1032,58 @@ static struct PyModuleDef core_module = {
 	.m_methods = module_methods,
 };
 
-/* m.<prefix><ID> = value for each of n names, and m.<prefix>NAMES = the names in value order. */
-static int add_names(PyObject *m, const char *prefix, const char *const *names, int n)
+PyObject *str_tuple(const char *const *names, size_t n)
 {
-	PyObject *t = PyTuple_New(n);
-	char key[64];
+	PyObject *t = PyTuple_New((Py_ssize_t)n);
 
-	if (!t)
-		return -1;
-	for (int i = 0; i < n; i++) {
+	for (size_t i = 0; t && i < n; i++) {
 		PyObject *s = PyUnicode_FromString(names[i]);
-		int k;
 
-		if (!s) {
-			Py_DECREF(t);
-			return -1;
-		}
-		PyTuple_SET_ITEM(t, i, s);
-		k = snprintf(key, sizeof(key), "%s%s", prefix, names[i]);
-		for (int j = 0; j < k; j++)
-			key[j] = (char)toupper((unsigned char)key[j]);
-		if (PyModule_AddIntConstant(m, key, i) < 0) {
-			Py_DECREF(t);
-			return -1;
-		}
+		if (!s)
+			Py_CLEAR(t);
+		else
+			PyTuple_SET_ITEM(t, (Py_ssize_t)i, s);
 	}
-	snprintf(key, sizeof(key), "%sNAMES", prefix);
-	if (PyModule_AddObject(m, key, t) < 0) {
-		Py_DECREF(t);
+	return t;
+}
+
+/* m.name = value, taking the reference to value (NULL: an error already set); 0 or -1. */
+static int add_new(PyObject *m, const char *name, PyObject *value)
+{
+	if (!value || PyModule_AddObject(m, name, value) < 0) {
+		Py_XDECREF(value);
 		return -1;
 	}
 	return 0;
 }
 
+/* m.<prefix><NAME> = its index for each of the n names, and m.<prefix>NAMES = the names. */
+static int add_names(PyObject *m, const char *prefix, const char *const *names, int n)
+{
+	char key[64];
+
+	for (int i = 0; i < n; i++) {
+		int k = snprintf(key, sizeof(key), "%s%s", prefix, names[i]);
+
+		for (int j = 0; j < k; j++)
+			key[j] = (char)toupper((unsigned char)key[j]);
+		if (PyModule_AddIntConstant(m, key, i) < 0)
+			return -1;
+	}
+	snprintf(key, sizeof(key), "%sNAMES", prefix);
+	return add_new(m, key, str_tuple(names, (size_t)n));
+}
+
 /* CONN_STATES: the states connections() and by_state() name (TCP's, then the others'). */
 static int add_conn_states(PyObject *m)
 {
-	PyObject *t = PyTuple_New(FWD_TCP_STATES - 1 + 2);
+	const char *names[FWD_TCP_STATES - 1 + 2];
 
-	for (int i = 1; t && i < FWD_TCP_STATES + 2; i++) {
-		const char *name = i < FWD_TCP_STATES ? fwd_tcp_state_names[i]
-						      : reply_names[i - FWD_TCP_STATES];
-		PyObject *s = PyUnicode_FromString(name);
-
-		if (!s) {
-			Py_CLEAR(t);
-			break;
-		}
-		PyTuple_SET_ITEM(t, i - 1, s);
-	}
-	if (!t || PyModule_AddObject(m, "CONN_STATES", t) < 0) {
-		Py_XDECREF(t);
-		return -1;
-	}
-	return 0;
+	for (int i = 1; i < FWD_TCP_STATES; i++)
+		names[i - 1] = fwd_tcp_state_names[i];
+	names[FWD_TCP_STATES - 1] = reply_names[0];
+	names[FWD_TCP_STATES] = reply_names[1];
+	return add_new(m, "CONN_STATES", str_tuple(names, FWD_TCP_STATES + 1));
 }
 
 PyMODINIT_FUNC PyInit__core(void)
@@ -1105,7 +1103,8 @@ PyMODINIT_FUNC PyInit__core(void)
 	    PyModule_AddObjectRef(m, "NfqWorkers", (PyObject *)&NfqWorkersType) < 0 ||
 	    add_names(m, "VERDICT_", fwd_verdict_names, FWD_VERDICTS) ||
 	    add_names(m, "STATE_", fwd_state_names, FWD_STATES) || add_conn_states(m) ||
-	    fwd_policy_add_names(m) ||
+	    add_new(m, "RULE_FIELDS", fwd_policy_rule_fields()) ||
+	    add_new(m, "HELPER_FIELDS", fwd_policy_helper_fields()) ||
 	    PyModule_AddIntConstant(m, "MAX_WORKERS", FWD_MAX_WORKERS) < 0) {
 		Py_DECREF(m);
 		return NULL;

@@ -25,12 +25,15 @@ int check_ready(EngineObject *self);
 /* dict[key] = value; 0 or -1 with the error set. */
 int set_u64(PyObject *dict, const char *key, uint64_t value);
 PyObject *addr_str(const struct fwd_tuple *t, const union fwd_addr *a);
+/* A tuple of the n strings, or NULL with the error set. */
+PyObject *str_tuple(const char *const *names, size_t n);
 PyObject *tuple_dict(const struct fwd_tuple *t);
 
 /* binding_policy.c */
 PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw);
-/* Adds RULE_FIELDS and HELPER_FIELDS to the module; 0 or -1. */
-int fwd_policy_add_names(PyObject *m);
+/* The attribute names set_policy reads of a rule and of a helper instance (str tuples). */
+PyObject *fwd_policy_rule_fields(void);
+PyObject *fwd_policy_helper_fields(void);
 PyObject *mod_helper_types(PyObject *m, PyObject *ignored);
 
 #ifdef FWD_TEST_HOOKS

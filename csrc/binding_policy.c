@@ -32,7 +32,7 @@ static const struct {
 #undef F
 };
 #define NRULE_INTS (sizeof(rule_ints) / sizeof(rule_ints[0]))
-static const char *const rule_addrs[] = { "src", "dst" };
+static const char *const rule_addrs[2] = { "src", "dst" };
 
 static const char *const helper_fields[] = { "type", "on_error", "classes", "knobs", "bindings" };
 #define NHELPER_FIELDS (sizeof(helper_fields) / sizeof(helper_fields[0]))
@@ -377,29 +377,23 @@ PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw)
 	Py_RETURN_NONE;
 }
 
-/* The names Engine.set_policy reads, for the module: RULE_FIELDS, HELPER_FIELDS. */
-int fwd_policy_add_names(PyObject *m)
+PyObject *fwd_policy_rule_fields(void)
 {
-	PyObject *rule = PyTuple_New(NRULE_INTS + 2), *helper = PyTuple_New(NHELPER_FIELDS);
+	const char *names[NRULE_INTS + 2];
 
-	for (size_t i = 0; rule && i < NRULE_INTS + 2; i++)
-		PyTuple_SET_ITEM(rule, i, PyUnicode_FromString(i < NRULE_INTS ? rule_ints[i].name
-								       : rule_addrs[i - NRULE_INTS]));
-	for (size_t i = 0; helper && i < NHELPER_FIELDS; i++)
-		PyTuple_SET_ITEM(helper, i, PyUnicode_FromString(helper_fields[i]));
-	if (!rule || !helper || PyModule_AddObject(m, "RULE_FIELDS", rule) < 0) {
-		Py_XDECREF(rule);
-		Py_XDECREF(helper);
-		return -1;
-	}
-	if (PyModule_AddObject(m, "HELPER_FIELDS", helper) < 0) {
-		Py_DECREF(helper);
-		return -1;
-	}
-	return 0;
+	for (size_t i = 0; i < NRULE_INTS; i++)
+		names[i] = rule_ints[i].name;
+	names[NRULE_INTS] = rule_addrs[0];
+	names[NRULE_INTS + 1] = rule_addrs[1];
+	return str_tuple(names, NRULE_INTS + 2);
 }
 
-/* helper_types() -> {name: {"classes": [...], "knobs": [...]}}: the compiled-in helper types. */
+PyObject *fwd_policy_helper_fields(void)
+{
+	return str_tuple(helper_fields, NHELPER_FIELDS);
+}
+
+/* helper_types() -> {name: {"classes": (...), "knobs": (...)}}: the compiled-in helper types. */
 PyObject *mod_helper_types(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 {
 	size_t n;
@@ -408,19 +402,10 @@ PyObject *mod_helper_types(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 
 	for (size_t i = 0; d && i < n; i++) {
 		const struct fwd_helper_type *t = types[i];
-		PyObject *classes = PyList_New(t->nclasses), *knobs = PyList_New(t->nknobs), *v;
+		PyObject *v = Py_BuildValue("{s:N,s:N}", "classes",
+					    str_tuple(t->class_names, t->nclasses), "knobs",
+					    str_tuple(t->knob_names, t->nknobs));
 
-		for (uint8_t c = 0; classes && c < t->nclasses; c++)
-			PyList_SET_ITEM(classes, c, PyUnicode_FromString(t->class_names[c]));
-		for (uint8_t k = 0; knobs && k < t->nknobs; k++)
-			PyList_SET_ITEM(knobs, k, PyUnicode_FromString(t->knob_names[k]));
-		if (!classes || !knobs) {
-			Py_XDECREF(classes);
-			Py_XDECREF(knobs);
-			Py_CLEAR(d);
-			break;
-		}
-		v = Py_BuildValue("{s:N,s:N}", "classes", classes, "knobs", knobs);
 		if (!v || PyDict_SetItemString(d, t->name, v))
 			Py_CLEAR(d);
 		Py_XDECREF(v);

@@ -28,8 +28,8 @@ HELPER_FIELDS: tuple[str, ...]
 Packet = tuple[bytes, int, int]
 Result = tuple[int, int, int, int]
 
-def helper_types() -> dict[str, dict[str, list[str]]]:
-    """The compiled-in helper types: {name: {"classes": [...], "knobs": [...]}}."""
+def helper_types() -> dict[str, dict[str, tuple[str, ...]]]:
+    """The compiled-in helper types: {name: {"classes": (...), "knobs": (...)}}."""
 def parse_packet(data: bytes, wire_len: int = 0) -> dict[str, Any]: ...
 
 class Engine:
