@@ -85,15 +85,17 @@ enum fwd_helper_counter {
 };
 
 /* Adds `spec` for this connection (spec->cls's policy applies).  Returns 1 if added, 0 if an
- * identical one was refreshed, -ENOSPC, -EINVAL, -ESRCH or -ENOMEM (see fwd_exp_add). */
+ * identical one was refreshed, -ENOSPC, -EINVAL, -ESRCH or -ENOMEM (see fwd_exp_add).
+ * Locking (this and the next two): takes the expect lock, after the caller's helper stripe. */
 int fwd_helper_expect(struct fwd_helper_ctx *ctx, struct fwd_exp_spec *spec);
 /* Removes this connection's expectations of class `cls` (-1: all) and call `call` (0: any). */
 unsigned fwd_helper_flush(struct fwd_helper_ctx *ctx, int cls, uint32_t call);
 /* Activates this connection's inactive expectations of class `cls`; expires 0: keep theirs. */
 unsigned fwd_helper_activate(struct fwd_helper_ctx *ctx, int cls, uint64_t expires);
-/* Keeps the connection until `expires` (ns), whatever its protocol timeout says. */
+/* Keeps the connection until `expires` (ns), whatever its protocol timeout says.
+ * Locking: none (an atomic store). */
 void fwd_helper_keep_until(struct fwd_helper_ctx *ctx, uint64_t expires);
-/* Adds n to one of the instance's counters. */
+/* Adds n to one of the instance's counters.  Locking: none (an atomic add). */
 void fwd_helper_count(struct fwd_helper_ctx *ctx, enum fwd_helper_counter c, uint64_t n);
 
 #endif
