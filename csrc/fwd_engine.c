@@ -176,6 +176,31 @@ bool fwd_engine_attach_ext(struct fwd_ct *ct, struct fwd_ct *master, struct fwd_
 	return true;
 }
 
+/* An ICMP error is RELATED when the packet it quotes belongs to a tracked connection and the
+ * error travels back towards that packet's sender, as the kernel checks
+ * (nf_conntrack_inet_error): the quoted packet went src -> dst, so the answer to it is the tuple
+ * dst -> src, and the error's destination must be that tuple's destination.  Any other host
+ * quoting a tracked flow, or an error sent onwards to the quoted destination, is INVALID. */
+static uint8_t track_icmp_error(struct fwd_engine *e, struct fwd_worker *w,
+				const struct fwd_pkt *p, uint64_t now)
+{
+	struct fwd_tuple answer;
+	struct fwd_ct *ct;
+	bool back;
+	int dir;
+
+	fwd_tuple_invert(&p->inner, &answer);
+	ct = fwd_ct_find(&e->ct, &answer, now, &dir);
+	if (!ct)
+		return invalid(w, 0);
+	back = memcmp(&ct->node[dir].tuple.dst, &p->tuple.dst, sizeof(p->tuple.dst)) == 0;
+	fwd_ct_put(ct);
+	if (!back)
+		return invalid(w, 0);
+	COUNT(w, related);
+	return FWD_STATE_RELATED;
+}
+
 /* Tracks a parsed packet against the table and returns its state; fills *tr. */
 static uint8_t track(struct fwd_engine *e, struct fwd_worker *w, const struct fwd_pkt *p,
 		     uint64_t now, struct tracked *tr)
@@ -190,13 +215,7 @@ static uint8_t track(struct fwd_engine *e, struct fwd_worker *w, const struct fw
 		COUNT(w, untracked);
 		return FWD_STATE_UNTRACKED;
 	case FWD_PKT_ICMP_ERROR:
-		/* RELATED if the quoted packet belongs to a tracked connection (either direction). */
-		ct = fwd_ct_find(&e->ct, &p->inner, now, &dir);
-		if (!ct)
-			return invalid(w, 0);
-		fwd_ct_put(ct);
-		COUNT(w, related);
-		return FWD_STATE_RELATED;
+		return track_icmp_error(e, w, p, now);
 	}
 
 	for (int attempt = 0; attempt < 2; attempt++) {

@@ -147,6 +147,24 @@ def test_icmp_error_from_a_router_for_a_tcp_flow_is_related():
     assert states(e, [ttl_exceeded]) == ["related"]
 
 
+@pytest.mark.parametrize("c,s,x", [(C4, S4, "10.9.9.9"), (C6, S6, "fd00:9::9")])
+def test_icmp_error_must_travel_back_towards_the_quoted_sender(c, s, x):
+    """The kernel (nf_conntrack_inet_error) makes an error RELATED only if its destination is the
+    quoted packet's source: an error quoting c->s goes to c, one quoting s->c goes to s."""
+    e = engine()
+    request, reply = udp(c, s, 5000, 5001), udp(s, c, 5001, 5000)
+    assert states(e, [request, reply]) == ["new", "established"]
+    assert states(e, [port_unreachable(request, s, c)]) == ["related"]
+    assert states(e, [port_unreachable(reply, c, s)]) == ["related"]
+    assert states(e, [port_unreachable(request, x, c)]) == ["related"]  # a router on the path
+    # Aimed at anyone else, or onwards to the quoted destination: INVALID.
+    assert states(e, [port_unreachable(request, c, s)]) == ["invalid"]
+    assert states(e, [port_unreachable(request, s, x)]) == ["invalid"]
+    assert states(e, [port_unreachable(reply, s, c)]) == ["invalid"]
+    assert states(e, [port_unreachable(reply, c, x)]) == ["invalid"]
+    assert e.stats()["ct"]["related"] == 3
+
+
 def test_gc_removes_only_expired_entries():
     e = engine(buckets=256)
     states(e, [udp(C4, S4, 1000 + i, 53) for i in range(50)], now=0)
