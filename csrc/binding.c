@@ -62,15 +62,17 @@ static int parse_timeouts(PyObject *dict, double *out)
 static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "shards", "buckets", "max_entries", "seed", "timeouts",
-				  "expect_max", NULL };
+				  "expect_max", "tcp_loose", NULL };
 	unsigned int shards = 1024, buckets = 65536, max_entries = 262144, expect_max = 4096;
 	PyObject *seed_obj = Py_None, *timeouts = NULL;
+	int tcp_loose = 1;
 	double to[FWD_TO_COUNT];
 	uint64_t seed;
 	int err;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|$IIIOOI", kwlist, &shards, &buckets,
-					 &max_entries, &seed_obj, &timeouts, &expect_max))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|$IIIOOIp", kwlist, &shards, &buckets,
+					 &max_entries, &seed_obj, &timeouts, &expect_max,
+					 &tcp_loose))
 		return -1;
 	if (self->engine) {
 		PyErr_SetString(PyExc_RuntimeError, "Engine already initialised");
@@ -106,6 +108,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 		errno_error(err);
 		return -1;
 	}
+	self->engine->tcp_loose = tcp_loose;
 	return 0;
 }
 

@@ -27,15 +27,46 @@ enum fwd_dir { FWD_DIR_ORIG = 0, FWD_DIR_REPLY = 1 };
 
 /* status bits */
 #define FWD_CT_SEEN_REPLY 0x1u /* a packet went in the reply direction */
-#define FWD_CT_ASSURED 0x2u    /* proved two-way; not early-dropped */
+#define FWD_CT_ASSURED 0x2u    /* proved two-way; not early-dropped unless CLOSING */
 #define FWD_CT_CONFIRMED 0x4u  /* linked in the table */
 #define FWD_CT_DYING 0x8u      /* being removed; invisible to lookups */
 #define FWD_CT_EXPECTED 0x10u  /* created by an expectation: RELATED until a reply */
+#define FWD_CT_CLOSING 0x20u   /* TCP in a closing state (FIN_WAIT..CLOSE): early-droppable */
 
+/* A connection's entry for one direction.  Lookups read next, tuple and dir (under the bucket's
+ * shard); the td_* fields describe the TCP sender of this direction (window tracking, as the
+ * kernel's ip_ct_tcp_state) and are guarded by the home shard like the rest of the state.
+ * They live here because they fill what would otherwise be padding. */
 struct fwd_ct_node {
 	struct fwd_ct_node *next;
 	struct fwd_tuple tuple;
-	uint8_t dir; /* which of its connection's two nodes this is */
+	uint8_t dir;        /* which of its connection's two nodes this is */
+	uint8_t td_scale;   /* TCP: window scale of this sender */
+	uint8_t td_flags;   /* TCP: FWD_TD_* */
+	uint8_t td_synopts; /* TCP: options of this sender's last ignored SYN (FWD_SYNOPT_*) */
+	uint32_t td_maxack; /* TCP: highest ACK this sender sent (FWD_TD_MAXACK_SET) */
+};
+
+/* fwd_ct_node.td_flags */
+#define FWD_TD_WSCALE 0x1     /* sent the window scale option */
+#define FWD_TD_SACK_PERM 0x2  /* sent SACK-permitted */
+#define FWD_TD_LIBERAL 0x4    /* picked up mid-stream: window failures are not enforced */
+#define FWD_TD_MAXACK_SET 0x8 /* td_maxack is valid */
+#define FWD_TD_CLOSE_INIT 0x10 /* this side sent the first FIN */
+
+/* fwd_ct_node.td_synopts: what a SYN the tracker ignored offered, kept in case the answer
+ * shows the endpoints in sync and the tracker not (kernel: last_flags, last_wscale). */
+#define FWD_SYNOPT_SCALE 0x0f     /* its window scale */
+#define FWD_SYNOPT_WSCALE 0x10    /* it had the window scale option */
+#define FWD_SYNOPT_SACK_PERM 0x20 /* it had SACK-permitted */
+#define FWD_SYNOPT_CHALLENGE 0x40 /* it came in LAST_ACK: the next ACK may be a challenge ACK */
+
+/* TCP window state of both directions (the per-sender remainder, indexed by direction). */
+struct fwd_tcp_win {
+	uint32_t td_end[2];    /* highest seq + len sent */
+	uint32_t td_maxend[2]; /* highest ack + window the other side allowed */
+	uint32_t td_maxwin[2]; /* largest window seen */
+	uint32_t last_end;     /* seq + len of the last ACK (or ignored) segment */
 };
 
 struct fwd_ct {
@@ -46,8 +77,18 @@ struct fwd_ct {
 	uint32_t bucket[2];         /* bucket of node[0] and node[1] */
 	uint32_t packets[2];        /* home shard */
 	struct fwd_ct_ext *ext;     /* helper/master state or NULL; set before confirm, then fixed */
+	union {                     /* home shard, by protocol */
+		struct fwd_tcp_win tcp;
+		/* UDP: caller's clock in ms, wrapping; replies after it make a stream */
+		uint32_t udp_stream_ms;
+	} u;
 	uint8_t proto_state;        /* home shard: e.g. the TCP state */
+	uint8_t tcp_last;           /* home shard: class (low 3 bits) and direction (0x8) of the last
+				     * in-window TCP segment (kernel last_index/last_dir) */
+	uint16_t tcp_last_win;      /* home shard: window field of the last ACK or ignored segment */
 };
+/* table_bench's bytes per connection stay <= 200 only while this fits a 192-byte malloc chunk. */
+_Static_assert(sizeof(struct fwd_ct) <= 184, "struct fwd_ct grew past 184 bytes");
 
 struct fwd_exp;
 
@@ -148,7 +189,7 @@ struct fwd_ct *fwd_ct_find(struct fwd_ct_table *t, const struct fwd_tuple *tu, u
 			   int *dir);
 
 /* Links an unconfirmed connection into the table (the table takes its own reference).
- * When full, first early-drops one unassured entry near it.  Returns 0, -EEXIST when either tuple
+ * When full, first early-drops one unassured or closing entry near it.  Returns 0, -EEXIST when either tuple
  * is already present (a racing insert), or -ENOSPC when full and nothing could be dropped.
  * Locking: both shard locks of ct, ascending; early drop takes shard locks one at a time first. */
 int fwd_ct_confirm(struct fwd_ct_table *t, struct fwd_ct *ct);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Per-protocol tracking: TCP state machine, UDP, ICMP echo, everything else ("generic").
- * The state machines follow the Linux conntrack reference behaviour; TCP window (sequence number)
- * tracking is NOT done: any in-state packet is accepted whatever its sequence number. */
+/* Per-protocol tracking: TCP state machine with window (sequence number) tracking, UDP, ICMP
+ * echo, everything else ("generic").  The behaviour follows the kernel's nf_conntrack of this
+ * machine (net/netfilter/nf_conntrack_proto_*.c); differences are in the README's deviations
+ * table. */
 #ifndef FWD_CT_PROTO_H
 #define FWD_CT_PROTO_H
 
@@ -32,6 +33,7 @@ enum fwd_timeout {
 	FWD_TO_TCP_LAST_ACK,
 	FWD_TO_TCP_TIME_WAIT,
 	FWD_TO_TCP_CLOSE,
+	FWD_TO_TCP_UNACK,  /* picked up, not answered yet (kernel: ..._timeout_unacknowledged) */
 	FWD_TO_UDP,        /* no reply seen yet */
 	FWD_TO_UDP_STREAM, /* replied */
 	FWD_TO_ICMP,       /* ICMP and ICMPv6 */
@@ -42,13 +44,14 @@ extern const char *const fwd_timeout_names[FWD_TO_COUNT];
 extern const double fwd_timeout_defaults[FWD_TO_COUNT];
 
 enum fwd_track {
-	FWD_TRACK_OK = 0,
+	FWD_TRACK_OK = 0,  /* in state; also a TCP segment ignored (accepted, nothing changes) */
 	FWD_TRACK_INVALID, /* not valid in this state: the packet is INVALID, nothing changes */
 	FWD_TRACK_RESTART, /* a new SYN on a closed connection: kill it, then track as new */
 };
 
-/* May this packet create a connection (TCP: a plain SYN; ICMP: a request)?  Locking: none. */
-bool fwd_proto_can_create(const struct fwd_pkt *p);
+/* May this packet create a connection (TCP: a SYN, or with tcp_loose an ACK: pickup of an
+ * established connection; ICMP: a request)?  Locking: none. */
+bool fwd_proto_can_create(const struct fwd_pkt *p, bool tcp_loose);
 /* Initial tracking state of a new connection created by p.  Locking: none (not yet linked). */
 void fwd_proto_init(struct fwd_ct *ct, const struct fwd_pkt *p, const uint64_t *timeouts,
 		    uint64_t now);

@@ -264,7 +264,15 @@ struct fwd_ct *fwd_ct_find_lock_home(struct fwd_ct_table *t, const struct fwd_tu
 	return ct;
 }
 
-/* Evict the unassured connection closest to expiry among those in the first few non-empty
+/* May early drop evict ct?  As the kernel: unassured entries, and TCP entries in a closing
+ * state (else a flood of completed-then-closed connections, 120 s in TIME_WAIT, holds the
+ * table full). */
+static bool droppable(uint32_t status)
+{
+	return !(status & FWD_CT_DYING) && (!(status & FWD_CT_ASSURED) || (status & FWD_CT_CLOSING));
+}
+
+/* Evict the droppable connection closest to expiry among those in the first few non-empty
  * buckets from `start` on.  Locking: one shard at a time. */
 static bool early_drop(struct fwd_ct_table *t, uint32_t start)
 {
@@ -283,7 +291,7 @@ static bool early_drop(struct fwd_ct_table *t, uint32_t start)
 		for (struct fwd_ct_node *n = t->buckets[b]; n; n = n->next) {
 			struct fwd_ct *ct = node_ct(n);
 
-			if ((fwd_ct_status(ct) & (FWD_CT_ASSURED | FWD_CT_DYING)) || ct == victim ||
+			if (!droppable(fwd_ct_status(ct)) || ct == victim ||
 			    (victim && fwd_ct_expires(ct) >= fwd_ct_expires(victim)))
 				continue;
 			fwd_ct_get(ct);

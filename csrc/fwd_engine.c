@@ -52,6 +52,7 @@ int fwd_engine_init(struct fwd_engine *e, uint32_t nbuckets, uint32_t nshards,
 	accept_all->default_verdict = FWD_ACCEPT;
 	e->policy = accept_all;
 	e->ctl_reading = NULL;
+	e->tcp_loose = true;
 	return 0;
 }
 
@@ -245,7 +246,7 @@ static uint8_t track(struct fwd_engine *e, struct fwd_worker *w, const struct fw
 			return FWD_STATE_ESTABLISHED;
 		return status & FWD_CT_EXPECTED ? FWD_STATE_RELATED : FWD_STATE_NEW;
 	}
-	if (!fwd_proto_can_create(p))
+	if (!fwd_proto_can_create(p, e->tcp_loose))
 		return invalid(w, 0);
 	tr->create = true;
 	/* The seed's rule: the expectation lock is only taken while expectations exist. */

@@ -42,6 +42,7 @@ struct fwd_engine {
 	struct fwd_exp_table exp;
 	struct fwd_lock helper_locks[FWD_HELPER_STRIPES];
 	uint64_t timeouts[FWD_TO_COUNT]; /* ns */
+	bool tcp_loose;                  /* pick up TCP connections from an ACK (default on) */
 	struct fwd_policy *policy;       /* atomic */
 	struct fwd_policy *ctl_reading;  /* atomic: hazard pointer of the (single) control reader */
 	struct fwd_worker workers[FWD_MAX_WORKERS];

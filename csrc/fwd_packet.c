@@ -162,6 +162,63 @@ bool fwd_icmp_is_request(uint8_t family, uint8_t type)
 	return false;
 }
 
+static inline uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Sequence number a is after b (RFC 1982 arithmetic, as the kernel's after()). */
+static inline bool seq_after(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a - b) > 0;
+}
+
+#define TCPOPT_EOL 0
+#define TCPOPT_NOP 1
+#define TCPOPT_WINDOW 3
+#define TCPOPT_SACK_PERM 4
+#define TCPOPT_SACK 5
+#define TCP_MAX_WSCALE 14
+
+/* Window scale, SACK-permitted and the highest SACK right edge from the `len` option bytes at
+ * opt (all inside the packet: the caller checked the data offset).  Like the kernel's
+ * tcp_options()/tcp_sack(), a malformed option list ends the walk without an error. */
+static void parse_tcp_options(struct fwd_pkt *p, const uint8_t *opt, size_t len)
+{
+	size_t i = 0;
+
+	p->tcp_sack = p->tcp_ack;
+	while (i < len) {
+		uint8_t kind = opt[i], size;
+
+		if (kind == TCPOPT_EOL)
+			return;
+		if (kind == TCPOPT_NOP) {
+			i++;
+			continue;
+		}
+		if (i + 2 > len)
+			return;
+		size = opt[i + 1];
+		if (size < 2 || size > len - i)
+			return;
+		if (kind == TCPOPT_WINDOW && size == 3) {
+			p->tcp_opts |= FWD_TCPOPT_WSCALE;
+			p->tcp_wscale = opt[i + 2] > TCP_MAX_WSCALE ? TCP_MAX_WSCALE : opt[i + 2];
+		} else if (kind == TCPOPT_SACK_PERM && size == 2) {
+			p->tcp_opts |= FWD_TCPOPT_SACK_PERM;
+		} else if (kind == TCPOPT_SACK && size >= 10 && (size - 2) % 8 == 0) {
+			for (size_t b = i + 2; b < i + size; b += 8) {
+				uint32_t right = rd32(opt + b + 4);
+
+				if (seq_after(right, p->tcp_sack))
+					p->tcp_sack = right;
+			}
+		}
+		i += size;
+	}
+}
+
 /* Fill ports (or ICMP id/type) from the transport header.  `inner` needs only the first 8 bytes,
  * as ICMP errors quote no more.  Returns 0 or a negative fwd_pkt_error. */
 static int parse_l4(struct fwd_pkt *p, const uint8_t *data, bool inner)
@@ -185,6 +242,10 @@ static int parse_l4(struct fwd_pkt *p, const uint8_t *data, bool inner)
 				return -FWD_PKT_ERR_TRUNCATED;
 			p->tcp_flags = l4[13];
 			p->l4hlen = (uint16_t)doff;
+			p->tcp_seq = rd32(l4 + 4);
+			p->tcp_ack = rd32(l4 + 8);
+			p->tcp_win = rd16(l4 + 14);
+			parse_tcp_options(p, l4 + 20, doff - 20);
 		}
 		return 0;
 	case IPPROTO_UDP_:

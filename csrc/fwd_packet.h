@@ -45,6 +45,12 @@ struct fwd_pkt {
 	uint32_t l4len;         /* bytes of transport header + payload we have */
 	uint32_t l4wire;        /* bytes of transport header + payload on the wire (>= l4len) */
 	uint16_t l4hlen;        /* transport header length (TCP, UDP); payload follows */
+	/* TCP only, host byte order: what window tracking needs.  tcp_sack is the highest right
+	 * edge of the SACK blocks, or tcp_ack when there are none. */
+	uint32_t tcp_seq, tcp_ack, tcp_sack;
+	uint16_t tcp_win;
+	uint8_t tcp_opts;       /* FWD_TCPOPT_* seen */
+	uint8_t tcp_wscale;     /* window scale option value (capped at 14), if FWD_TCPOPT_WSCALE */
 	uint8_t kind;           /* enum fwd_pkt_kind */
 	uint8_t error;          /* enum fwd_pkt_error when kind == INVALID */
 	uint8_t tcp_flags;
@@ -80,5 +86,9 @@ _Static_assert(sizeof(struct fwd_tuple) == 40, "tuple is hashed as five 64-bit w
 #define FWD_TCP_PSH 0x08
 #define FWD_TCP_ACK 0x10
 #define FWD_TCP_URG 0x20
+
+/* TCP options the parser reports (fwd_pkt.tcp_opts). */
+#define FWD_TCPOPT_WSCALE 0x1
+#define FWD_TCPOPT_SACK_PERM 0x2
 
 #endif

@@ -30,7 +30,8 @@ DEFAULT_PATH = "/etc/fwd/fwd.toml"  # where `fwd install` puts it; --config name
 # Conntrack timeouts the engine knows (seconds); [conntrack.timeouts] may override any of them.
 TIMEOUT_KEYS = (
     "tcp_syn_sent", "tcp_syn_recv", "tcp_established", "tcp_fin_wait", "tcp_close_wait",
-    "tcp_last_ack", "tcp_time_wait", "tcp_close", "udp", "udp_stream", "icmp", "generic",
+    "tcp_last_ack", "tcp_time_wait", "tcp_close", "tcp_unack", "udp", "udp_stream", "icmp",
+    "generic",
 )
 STATE_NAMES = _core.STATE_NAMES  # per-packet states, spelled once in csrc/fwd_policy.h
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
@@ -81,6 +82,7 @@ class ConntrackConfig:
     max_entries: int = 262144    # table size cap
     gc_interval: float = 1.0     # seconds between incremental GC passes
     expect_max: int = 4096       # expectation table cap
+    tcp_loose: bool = True       # pick up open TCP connections from an ACK (nf_conntrack_tcp_loose)
     # Overrides of the engine's default timeouts (seconds), read-only; keys from TIMEOUT_KEYS.
     timeouts: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -218,6 +220,7 @@ def _conntrack(data: Any, key: str) -> ConntrackConfig:
         "max_entries": check_integer(1, MAX_U32),
         "gc_interval": check_seconds,
         "expect_max": check_integer(1, MAX_U32),
+        "tcp_loose": check_boolean,
         "timeouts": _timeouts,
     }))
     if ct.buckets < ct.shards:

@@ -55,7 +55,8 @@ def create_engine(cfg: Config) -> _core.Engine:
     gives it the policy."""
     ct = cfg.conntrack
     return _core.Engine(shards=ct.shards, buckets=ct.buckets, max_entries=ct.max_entries,
-                        expect_max=ct.expect_max, timeouts=dict(ct.timeouts))
+                        expect_max=ct.expect_max, timeouts=dict(ct.timeouts),
+                        tcp_loose=ct.tcp_loose)
 
 
 def compile_rule(rule: RuleConfig, key: str,

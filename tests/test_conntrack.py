@@ -52,8 +52,11 @@ TCP_CASES = [
     ("syn+fin", "o:S o:SF", "new invalid", "SYN_SENT"),
     ("fin without ack", "o:S r:SA o:A o:F", "new established established invalid", "ESTABLISHED"),
     ("no flags", "o:S r:SA o:A r:", "new established established invalid", "ESTABLISHED"),
-    ("reopen after close", "o:S r:SA o:A r:R o:S", "new established established established new",
-     "SYN_SENT"),
+    ("reopen after own reset", "o:S r:SA o:A o:R o:S",
+     "new established established established new", "SYN_SENT"),
+    # The kernel lets a SYN on a connection the *other* side reset pass without acting on it.
+    ("syn after peer reset is ignored", "o:S r:SA o:A r:R o:S",
+     "new established established established established", "CLOSE"),
 ]
 
 
@@ -68,12 +71,29 @@ def test_tcp_transitions(family, name, seq, want, final):
     assert c["proto"] == 6 and c["family"] == family
 
 
-@pytest.mark.parametrize("flags", ["A", "SA", "FA", "R", "RA", "SF", ""])
-def test_tcp_only_a_syn_creates_a_connection(flags):
+@pytest.mark.parametrize("flags", ["SA", "FA", "R", "RA", "SF", "", "RU", "SAU"])
+def test_tcp_only_a_syn_or_an_ack_creates_a_connection(flags):
     e = engine()
     assert states(e, [seg("o", flags)]) == ["invalid"]
     assert e.connections(1.0) == []
     assert e.stats()["ct"]["invalid_state"] == 1
+
+
+def test_tcp_loose_picks_up_an_established_connection_from_an_ack():
+    e = engine()
+    assert states(e, [seg("o", "A"), seg("r", "A")]) == ["new", "established"]
+    c = conn(e)
+    assert (c["state"], c["assured"]) == ("ESTABLISHED", False)
+    # Unanswered pickups get the short "unacknowledged" timeout, not five days.
+    e = engine(timeouts={"tcp_unack": 9})
+    states(e, [seg("o", "PA")], now=1)
+    assert conn(e, 1)["timeout"] == pytest.approx(9)
+
+
+def test_tcp_loose_off_only_a_syn_creates():
+    e = engine(tcp_loose=False)
+    assert states(e, [seg("o", "A")]) == ["invalid"]
+    assert e.connections(1.0) == []
 
 
 def test_assured_only_after_the_handshake_completes():
@@ -96,14 +116,20 @@ def test_tcp_timeouts_follow_state():
 
 
 @pytest.mark.parametrize("c,s", [(C4, S4), (C6, S6)])
-def test_udp_reply_is_established_and_extends_timeout(c, s):
+def test_udp_becomes_a_stream_only_when_alive_two_seconds_after_a_reply(c, s):
+    """As the kernel (udp stream_ts): a reply makes the flow ESTABLISHED, but it is assured,
+    with the long timeout, only once traffic continues more than 2 s after it began."""
     e = engine()
     assert states(e, [udp(c, s, 5000, 53)], now=1) == ["new"]
     assert conn(e, 1)["state"] == "UNREPLIED" and conn(e, 1)["timeout"] == pytest.approx(30)
-    assert states(e, [udp(s, c, 53, 5000)], now=2) == ["established"]
-    got = conn(e, 2)
-    assert (got["state"], got["assured"], got["timeout"]) == ("REPLIED", True, pytest.approx(120))
-    assert states(e, [udp(c, s, 5000, 53)], now=3) == ["established"]
+    assert states(e, [udp(s, c, 53, 5000)], now=1.5) == ["established"]
+    got = conn(e, 1.5)
+    assert (got["state"], got["assured"], got["timeout"]) == ("REPLIED", False, pytest.approx(30))
+    assert states(e, [udp(c, s, 5000, 53)], now=2.9) == ["established"]
+    assert not conn(e, 2.9)["assured"]
+    assert states(e, [udp(c, s, 5000, 53)], now=3.1) == ["established"]
+    got = conn(e, 3.1)
+    assert (got["assured"], got["timeout"]) == (True, pytest.approx(120))
 
 
 def test_udp_unreplied_expires_on_the_callers_clock():
@@ -196,8 +222,10 @@ def test_full_table_early_drops_an_unassured_entry():
 
 def test_full_table_of_assured_entries_drops_new_connections():
     e = engine(shards=16, buckets=16, max_entries=4)
-    for i in range(4):
-        states(e, [udp(C4, S4, 1000 + i, 53), udp(S4, C4, 53, 1000 + i)])
+    for i in range(4):  # streams: answered and still going 2 s later
+        states(e, [udp(C4, S4, 1000 + i, 53), udp(S4, C4, 53, 1000 + i)], now=0.5)
+        states(e, [udp(S4, C4, 53, 1000 + i)], now=2.6)
+    assert all(c["assured"] for c in e.connections(2.6))
     (r,) = e.process(batch(udp(C4, S4, 2000, 53)), 1.0)
     assert (r[0], r[2]) == (_core.VERDICT_DROP, NEW)
     st = e.stats()
@@ -297,3 +325,85 @@ def test_kill_removes_one_connection_by_its_original_tuple():
     assert [c["family"] for c in e.connections(1.0)] == [6]
     with pytest.raises(ValueError):
         e.kill(4, 17, "not-an-address", S4, 1, 2)
+
+
+# --- TCP window tracking (the kernel's tcp_in_window) with real sequence numbers -----------
+def tcpw(direction, flags, seq, ack=0, data=b"", win=65535, options=()):
+    from scapy.all import IP, TCP, raw
+    src, dst, sp, dp = (C4, S4, 40000, 80) if direction == "o" else (S4, C4, 80, 40000)
+    return raw(IP(src=src, dst=dst) / TCP(sport=sp, dport=dp, flags=flags, seq=seq % 2**32, ack=ack % 2**32,
+                                          window=win, options=list(options)) / data)
+
+
+CISN, SISN = 1000, 5000000
+
+
+def established(e):
+    """A handshake and 100 bytes each way; returns the next seq of client and server."""
+    assert states(e, [tcpw("o", "S", CISN), tcpw("r", "SA", SISN, CISN + 1),
+                      tcpw("o", "A", CISN + 1, SISN + 1),
+                      tcpw("o", "PA", CISN + 1, SISN + 1, b"q" * 100),
+                      tcpw("r", "PA", SISN + 1, CISN + 101, b"r" * 100),
+                      tcpw("o", "A", CISN + 101, SISN + 101)]) == ["new"] + ["established"] * 5
+    assert conn(e)["assured"]
+    return CISN + 101, SISN + 101
+
+
+def test_blind_rst_out_of_window_is_invalid_and_keeps_the_connection():
+    e = engine()
+    c, s = established(e)
+    assert states(e, [tcpw("r", "R", s + 10_000_000)]) == ["invalid"]
+    assert states(e, [tcpw("r", "R", s - 200_000)]) == ["invalid"]
+    assert conn(e)["state"] == "ESTABLISHED"
+
+
+def test_rst_in_window_but_not_exact_keeps_the_state_rfc5961():
+    e = engine()
+    c, s = established(e)
+    # In the window but not the expected number: passes (the endpoint answers with a
+    # challenge ACK) and the connection stays ESTABLISHED.
+    assert states(e, [tcpw("r", "R", s + 1000)]) == ["established"]
+    assert conn(e)["state"] == "ESTABLISHED"
+    # The exact next sequence number closes it.
+    assert states(e, [tcpw("r", "R", s)]) == ["established"]
+    assert conn(e)["state"] == "CLOSE"
+
+
+def test_out_of_window_data_is_invalid_and_old_retransmission_ignored():
+    e = engine(timeouts={"tcp_established": 1000})
+    c, s = established(e)
+    assert states(e, [tcpw("o", "PA", c + 10_000_000, s, b"x")], now=5) == ["invalid"]
+    # ACK of data the server never sent: INVALID.
+    assert states(e, [tcpw("o", "A", c, s + 5000)], now=5) == ["invalid"]
+    assert conn(e, 5)["timeout"] == pytest.approx(996)  # neither refreshed the entry
+    # A retransmission of data acknowledged long ago: accepted but ignored (no refresh).
+    assert states(e, [tcpw("o", "PA", c - 100_000, s, b"x")], now=6) == ["established"]
+    assert conn(e, 6)["timeout"] == pytest.approx(995)
+    assert states(e, [tcpw("o", "PA", c, s, b"y" * 10)], now=7) == ["established"]
+    assert conn(e, 7)["timeout"] == pytest.approx(1000)
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+def test_window_scaling_widens_the_window(scaled):
+    e = engine()
+    opts = [("WScale", 7), ("NOP", None), ("SAckOK", b"")] if scaled else []
+    assert states(e, [tcpw("o", "S", CISN, options=opts),
+                      tcpw("r", "SA", SISN, CISN + 1, options=opts),
+                      tcpw("o", "A", CISN + 1, SISN + 1, win=1000)]) == ["new"] + ["established"] * 2
+    # The client's window is 1000 << 7 = 128000 bytes when both sides offered scaling, else
+    # 1000 (and the largest window seen, 65535, bounds how far beyond it a sender may go).
+    far = states(e, [tcpw("r", "PA", SISN + 1 + 120_000, CISN + 1, b"z")])
+    assert far == (["established"] if scaled else ["invalid"])
+    assert states(e, [tcpw("r", "PA", SISN + 1 + 300_000, CISN + 1, b"z")]) == ["invalid"]
+
+
+def test_full_table_early_drops_closing_tcp_even_if_assured():
+    e = engine(shards=16, buckets=16, max_entries=2)
+    for port in (1, 2):
+        flows = [tcp(C4, S4, port, 80, "S"), tcp(S4, C4, 80, port, "SA"),
+                 tcp(C4, S4, port, 80, "A"), tcp(C4, S4, port, 80, "FA")]
+        assert states(e, flows)[-1] == "established"
+    assert all(c["assured"] and c["state"] == "FIN_WAIT" for c in e.connections(1.0))
+    assert states(e, [tcp(C4, S4, 3, 80, "S")]) == ["new"]
+    assert e.stats()["early_drop"] == 1
+    assert 3 in {c["sport"] for c in e.connections(1.0)}
