@@ -1,0 +1,137 @@
+"""Runs sequences through the kernel (kernel.py) and through fwd's engine, packet by packet.
+
+fwd's side is the engine the daemon runs (fwd._core), fed the same raw IP packets at the same
+clock, with the policy of POLICY (the one kernel.py installs as iptables rules).  Per packet
+each side's outcome is "drop" or the state the packet passed with; a disagreement where the
+kernel drops and fwd accepts is a security bug, every other one is listed by cause.
+
+    python -m tests.differential.run [--random N] [--seed S] [--no-named] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from fwd import _core, config
+from fwd.engine import configure
+
+from .kernel import KernelRouter
+from .sequences import Sequence, named, random_sequences
+
+POLICY = {"default": "drop", "rule": [
+    {"name": "established", "ct_state": ["established", "related"], "verdict": "accept"},
+    {"name": "new", "ct_state": ["new"], "verdict": "accept"},
+]}
+BATCH = 2000       # sequences per batch: both tables are emptied between batches
+PORT0 = 20000      # first client port (and echo id) of a batch
+
+
+def fwd_engine() -> _core.Engine:
+    cfg = config.parse({"policy": POLICY})  # no helpers: none is in the kernel rules either
+    e = _core.Engine(shards=16, buckets=4096, max_entries=1 << 20)
+    configure(e, cfg)
+    return e
+
+
+@dataclass
+class Report:
+    packets: int = 0
+    agree: int = 0
+    sequences: int = 0
+    fwd_looser: list = field(default_factory=list)  # (sequence, step, what, kernel, fwd)
+    groups: Counter = field(default_factory=Counter)  # (what, kernel, fwd) -> packets
+    example: dict = field(default_factory=dict)       # (what, kernel, fwd) -> "sequence #step"
+
+    @property
+    def ratio(self) -> float:
+        return self.agree / self.packets if self.packets else 1.0
+
+    def add(self, seq: Sequence, i: int, what: str, k: str, f: str) -> None:
+        self.packets += 1
+        if k == f:
+            self.agree += 1
+            return
+        key = (what, k, f)
+        self.groups[key] += 1
+        self.example.setdefault(key, f"{seq.name} #{i}")
+        if k == "drop" and f != "drop":
+            self.fwd_looser.append((seq.name, i, what, k, f))
+
+    def text(self) -> str:
+        lines = [f"{self.sequences} sequences, {self.packets} packets: "
+                 f"{self.agree} agree ({100 * self.ratio:.3f} %), "
+                 f"{len(self.fwd_looser)} where fwd accepts what the kernel drops"]
+        if self.groups:
+            lines.append("disagreements by cause (packet, kernel -> fwd: count, first example):")
+            for (what, k, f), n in sorted(self.groups.items(), key=lambda kv: -kv[1]):
+                lines.append(f"  {what:45} {k:>11} -> {f:<11} {n:6}  {self.example[(what, k, f)]}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {"sequences": self.sequences, "packets": self.packets, "agree": self.agree,
+                "ratio": self.ratio, "fwd_accepts_kernel_drops": self.fwd_looser,
+                "groups": [{"what": w, "kernel": k, "fwd": f, "packets": n,
+                            "example": self.example[(w, k, f)]}
+                           for (w, k, f), n in self.groups.most_common()]}
+
+
+def outcome_fwd(result) -> str:
+    verdict, _rule, state = result[:3]
+    return "drop" if verdict != _core.VERDICT_ACCEPT else _core.STATE_NAMES[state]
+
+
+def run_batch(kernel: KernelRouter, seqs: list[Sequence], report: Report) -> None:
+    kernel.flush()
+    engine = fwd_engine()
+    for seq in seqs:
+        report.sequences += 1
+        for i, step in enumerate(seq.steps):
+            if step.sleep:
+                time.sleep(step.sleep)
+            now = time.monotonic()
+            out = kernel.send(step.side, step.packet)
+            k = kernel.state_of(out[-1]) if out else "drop"
+            f = outcome_fwd(engine.process([(step.packet, 0, 0)], now)[0])
+            report.add(seq, i, step.what, k, f)
+
+
+def run(named_scenarios: bool = True, random_count: int = 0, seed: int = 1) -> Report:
+    report = Report()
+    kernel = KernelRouter()
+    try:
+        if named_scenarios:
+            run_batch(kernel, named(4, PORT0) + named(6, PORT0 + 1000), report)
+        done = 0
+        while done < random_count:
+            n = min(BATCH, random_count - done)
+            run_batch(kernel, random_sequences(seed * 1_000_003 + done, n, PORT0), report)
+            done += n
+    finally:
+        kernel.close()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--random", type=int, default=10000, help="random sequences (default 10000)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-named", action="store_true", help="skip the named scenarios")
+    p.add_argument("--json", help="also write the report here")
+    a = p.parse_args(argv)
+    t0 = time.monotonic()
+    report = run(not a.no_named, a.random, a.seed)
+    print(report.text())
+    print(f"({time.monotonic() - t0:.1f} s)")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(report.as_dict(), f, indent=1)
+    return 1 if report.fwd_looser or report.ratio < 0.995 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
