@@ -158,7 +158,6 @@ enum win_verdict { WIN_ACCEPT, WIN_IGNORE, WIN_INVALID };
 #define LAST_CLASS 0x07u /* tcp_last: class of the last in-window or ignored segment */
 #define LAST_REPLY 0x08u /* tcp_last: ... and it went in the reply direction */
 #define LAST_SIMOPEN 0x10u /* tcp_last: simultaneous open seen */
-#define LAST_IGNORED 0x20u /* tcp_last: that segment was let through ignored (sIG) */
 
 static uint32_t max_ack_window(uint32_t maxwin)
 {
@@ -319,13 +318,18 @@ static enum rst_check tcp_rst(struct fwd_ct *ct, const struct fwd_pkt *p, int di
 			return RST_WINDOW; /* ends a train of data from the same side */
 		*next = old;
 	}
-	/* RST answering a SYN or ACK that was let through ignored.  (The kernel's test has no
-	 * LAST_IGNORED; measured on this kernel, an RST after an in-window SYN does not take this
-	 * path, so it is required here.) */
-	if ((last & LAST_IGNORED) &&
+	/* RST answering a SYN or ACK of the other side that was let through, ignored or
+	 * half-open: no window check, it may acknowledge what we ignored.  (Measured with the
+	 * differential harness: this kernel takes this path only for an RST from the side that
+	 * did not send that segment.) */
+	if (!last_same_dir &&
 	    (((status & FWD_CT_SEEN_REPLY) && (last & LAST_CLASS) == C_SYN) ||
 	     (!(status & FWD_CT_ASSURED) && (last & LAST_CLASS) == C_ACK)) &&
 	    p->tcp_ack == ct->u.tcp.last_end)
+		return RST_NO_WINDOW;
+	/* RST answering a challenge ACK we let through in SYN_SENT (see tcp_note_ignored). */
+	if (old == FWD_TCP_SYN_SENT && (last & LAST_CLASS) == C_ACK && (last & LAST_REPLY) &&
+	    seq == ct->node[FWD_DIR_REPLY].td_maxack)
 		return RST_NO_WINDOW;
 	return RST_WINDOW;
 }
@@ -367,7 +371,7 @@ static void tcp_note_ignored(struct fwd_ct *ct, const struct fwd_pkt *p, int dir
 {
 	struct fwd_ct_node *snd = &ct->node[dir];
 
-	ct->tcp_last = last_of(cls, dir, ct->tcp_last) | LAST_IGNORED;
+	ct->tcp_last = last_of(cls, dir, ct->tcp_last);
 	ct->u.tcp.last_end = seg_end(p);
 	ct->tcp_last_win = p->tcp_win;
 	if (cls == C_SYN && dir == FWD_DIR_ORIG) {
@@ -378,6 +382,33 @@ static void tcp_note_ignored(struct fwd_ct *ct, const struct fwd_pkt *p, int dir
 		 * be taken for the ACK of the last FIN. */
 		if (old == FWD_TCP_LAST_ACK)
 			snd->td_synopts |= FWD_SYNOPT_CHALLENGE;
+	}
+	/* An ACK answering the SYN: maybe a challenge ACK, to which the initiator answers with an
+	 * RST of that sequence number.  Kept in the responder's td_maxack, unused in SYN_SENT:
+	 * its FWD_TD_MAXACK_SET is only ever set in later states. */
+	if (old == FWD_TCP_SYN_SENT && cls == C_ACK && dir == FWD_DIR_REPLY)
+		snd->td_maxack = p->tcp_ack;
+}
+
+/* A FIN or RST of an assured connection failed the window check (kernel:
+ * nf_tcp_handle_invalid).  If both sides now did so, the endpoints and the tracker disagree
+ * for good: shorten the entry's life to the unacknowledged timeout.  Otherwise remember it
+ * as the last segment, which stops a resync by a later SYN/ACK.  Locking: home shard. */
+static void tcp_invalid_close(struct fwd_ct *ct, int dir, int cls, const uint64_t *timeouts,
+			      uint64_t now)
+{
+	uint8_t last = ct->tcp_last;
+	bool last_same_dir = !!(last & LAST_REPLY) == (dir == FWD_DIR_REPLY);
+	uint64_t expires = fwd_ct_expires(ct);
+
+	if (!(fwd_ct_status(ct) & FWD_CT_ASSURED) || (cls != C_RST && cls != C_FIN))
+		return;
+	if (!last_same_dir && ((last & LAST_CLASS) == C_FIN || (last & LAST_CLASS) == C_RST)) {
+		if (expires > now + 120 * 1000000000ull &&
+		    expires > now + timeouts[FWD_TO_TCP_UNACK])
+			fwd_ct_set_expires(ct, now + timeouts[FWD_TO_TCP_UNACK]);
+	} else {
+		ct->tcp_last = last_of(cls, dir, last);
 	}
 }
 
@@ -446,6 +477,7 @@ static enum fwd_track tcp_packet(struct fwd_ct *ct, const struct fwd_pkt *p, int
 	case WIN_IGNORE:
 		return FWD_TRACK_OK;
 	case WIN_INVALID:
+		tcp_invalid_close(ct, dir, cls, timeouts, now);
 		return FWD_TRACK_INVALID;
 	case WIN_ACCEPT:
 		break;
