@@ -1,7 +1,9 @@
 """Runs sequences through the kernel (kernel.py) and through fwd's engine, packet by packet.
 
 fwd's side is the engine the daemon runs (fwd._core), fed the same raw IP packets at the same
-clock, with the policy of POLICY (the one kernel.py installs as iptables rules).  Per packet
+clock, with the policy of POLICY (the one kernel.py installs as iptables rules).  Fragments go
+through fwd.defrag first, which stands for the kernel's defrag that the daemon's rules put in
+front of its queue (the daemon itself never sees a fragment).  Per packet
 each side's outcome is "drop" or the state the packet passed with; a disagreement where the
 kernel drops and fwd accepts is a security bug, every other one is listed by cause.
 
@@ -18,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from fwd import _core, config
+from fwd.defrag import Reassembler
 from fwd.engine import configure
 
 from .kernel import KernelRouter
@@ -88,6 +91,7 @@ def outcome_fwd(result) -> str:
 def run_batch(kernel: KernelRouter, seqs: list[Sequence], report: Report) -> None:
     kernel.flush()
     engine = fwd_engine()
+    defrag = Reassembler()
     for seq in seqs:
         report.sequences += 1
         for i, step in enumerate(seq.steps):
@@ -96,7 +100,8 @@ def run_batch(kernel: KernelRouter, seqs: list[Sequence], report: Report) -> Non
             now = time.monotonic()
             out = kernel.send(step.side, step.packet)
             k = kernel.state_of(out[-1]) if out else "drop"
-            f = outcome_fwd(engine.process([(step.packet, 0, 0)], now)[0])
+            whole = defrag.push(step.packet, now)
+            f = "drop" if whole is None else outcome_fwd(engine.process([(whole, 0, 0)], now)[0])
             report.add(seq, i, step.what, k, f)
 
 
