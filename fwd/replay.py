@@ -7,6 +7,8 @@ clock advances, so the verdicts and states are those a daemon with the same conf
 given.  Interfaces are unknown offline: a rule naming one never matches.  The config's protocol
 helpers (helpers.d next to it) read the signalling as the daemon's would; every expectation they
 create is recorded, and each RELATED packet is shown with the expectation it matched.
+Fragments are reassembled first (fwd.defrag), as the kernel does in front of the daemon's queue:
+a datagram is decided once, at the frame of the fragment that completes it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from scapy.error import Scapy_Exception
+
+from fwd.defrag import Reassembler
 from scapy.utils import RawPcapNgReader, RawPcapReader
 
 from fwd import _core, config, engine
@@ -189,6 +193,7 @@ class Replayer:
         self.next_gc: float | None = None
         self.now = 0.0
         self.packets = self.accepted = self.dropped = self.skipped = 0
+        self.defrag = Reassembler()  # the kernel's reassembly, which the daemon has in front
         self.journal: dict[int, dict] = {}  # expectations created so far, by id
 
     def run(self, frames: Iterable[tuple[float | None, int, bytes]]) -> Iterator[Decision]:
@@ -201,6 +206,9 @@ class Replayer:
                 continue
             # Frames of several interfaces may be slightly out of order: the clock never goes back.
             t = clock if ts is None else max(clock, ts)
+            l3 = self.defrag.push(l3, t)
+            if l3 is None:  # a fragment held for reassembly, or discarded as the kernel would
+                continue
             if batch and (len(batch) >= BATCH_MAX or t - start > BATCH_WINDOW):
                 yield from self._decide(batch, clock)
                 batch = []
@@ -283,11 +291,15 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"summary": True, "packets": replayer.packets,
                           "accepted": replayer.accepted, "dropped": replayer.dropped,
-                          "skipped": replayer.skipped, "connections": conns,
+                          "skipped": replayer.skipped,
+                          "fragments": dict(replayer.defrag.stats), "connections": conns,
                           "expectations_created": created}))
         return 0
     print(f"{replayer.packets} packets: {replayer.accepted} accepted, {replayer.dropped} dropped;"
           f" {replayer.skipped} non-IP frames skipped")
+    if replayer.defrag.stats:
+        print("fragments: " + ", ".join(f"{n} {what}"
+                                        for what, n in sorted(replayer.defrag.stats.items())))
     print(f"{len(conns)} connections at the end of the capture:")
     for c in conns:
         if c["proto"] in ("icmp", "icmpv6"):  # the engine gives the echo id and type as ports

@@ -106,7 +106,7 @@ def test_json_shape_and_skipped_frames(tmp_path, capsys, config):
     assert [r["index"] for r in records] == [1, 3]
     assert all(set(r) == {"index", "verdict", "state", "rule"} for r in records)
     assert decisions(records) == [("accept", "new", "from-client"), ("drop", "new", None)]
-    assert set(summary) == {"summary", "packets", "accepted", "dropped", "skipped",
+    assert set(summary) == {"summary", "packets", "accepted", "dropped", "skipped", "fragments",
                             "connections", "expectations_created"}
     assert summary["expectations_created"] == []  # no helper configured
     assert (summary["packets"], summary["accepted"], summary["dropped"],
@@ -194,3 +194,18 @@ def test_unsupported_link_type_exits_2(tmp_path, capsys, config):
         writer.write(b"\x00" * 40)
     assert cli.main(["replay", str(capture), "--config", config]) == 2
     assert "unsupported link type 105" in capsys.readouterr().err
+
+
+def test_fragments_are_reassembled_and_decided_once_as_the_daemon_would(tmp_path, capsys, config):
+    """The daemon's kernel reassembles before the queue; replay does it itself: the datagram is
+    decided once, at the fragment that completes it, whatever their order."""
+    from scapy.all import fragment
+    big = IP(src=CLIENT, dst=SERVER, id=77) / UDP(sport=5353, dport=53) / (b"x" * 3000)
+    frags = fragment(big, fragsize=1200)
+    assert len(frags) == 3
+    reply = IP(src=SERVER, dst=CLIENT) / UDP(sport=53, dport=5353) / b"r"
+    capture = write_capture(tmp_path / "c", [frags[2], frags[0], frags[1], reply])
+    records, summary = replay_json(capsys, capture, config)
+    assert [r["index"] for r in records] == [2, 3]
+    assert decisions(records) == [("accept", "new", "from-client"), ESTABLISHED]
+    assert summary["fragments"] == {"queued": 3, "reassembled": 1}
