@@ -335,19 +335,47 @@ void fwd_tuple_invert(const struct fwd_tuple *t, struct fwd_tuple *out)
 	}
 }
 
-/* A 64-bit multiply-xorshift mix over the tuple's five words, keyed by the per-process seed so
- * that remote hosts cannot aim many connections at one bucket. */
+/* SipHash-2-4 (Aumasson, Bernstein), the keyed PRF the kernel's conntrack hashes its tuples
+ * with: a remote host that cannot learn the key cannot aim many connections at one bucket.
+ * The tuple is exactly five 64-bit words (40 bytes, no tail).  The 128-bit key is the
+ * per-process 64-bit seed and a second word derived from it. */
+#define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                   \
+	do {                                                                       \
+		v0 += v1; v1 = ROTL64(v1, 13); v1 ^= v0; v0 = ROTL64(v0, 32);    \
+		v2 += v3; v3 = ROTL64(v3, 16); v3 ^= v2;                          \
+		v0 += v3; v3 = ROTL64(v3, 21); v3 ^= v0;                          \
+		v2 += v1; v1 = ROTL64(v1, 17); v1 ^= v2; v2 = ROTL64(v2, 32);    \
+	} while (0)
+
+uint64_t fwd_siphash24(const uint64_t *words, size_t n, uint64_t k0, uint64_t k1)
+{
+	uint64_t v0 = 0x736f6d6570736575ull ^ k0, v1 = 0x646f72616e646f6dull ^ k1;
+	uint64_t v2 = 0x6c7967656e657261ull ^ k0, v3 = 0x7465646279746573ull ^ k1;
+	uint64_t b = (uint64_t)(n * 8) << 56;
+
+	for (size_t i = 0; i < n; i++) {
+		v3 ^= words[i];
+		SIPROUND;
+		SIPROUND;
+		v0 ^= words[i];
+	}
+	v3 ^= b;
+	SIPROUND;
+	SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
 uint32_t fwd_tuple_hash(const struct fwd_tuple *t, uint64_t seed)
 {
-	uint64_t w[5], h = seed ^ 0x9e3779b97f4a7c15ull;
+	uint64_t w[5];
 
 	memcpy(w, t, sizeof(w));
-	for (int i = 0; i < 5; i++) {
-		h ^= w[i];
-		h *= 0xbf58476d1ce4e5b9ull;
-		h ^= h >> 31;
-	}
-	h *= 0x94d049bb133111ebull;
-	h ^= h >> 29;
-	return (uint32_t)(h ^ (h >> 32));
+	return (uint32_t)fwd_siphash24(w, 5, seed, seed * 0x9e3779b97f4a7c15ull + 0x5bd1e995u);
 }

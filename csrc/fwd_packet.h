@@ -70,8 +70,10 @@ bool fwd_icmp_is_request(uint8_t family, uint8_t type);
 
 /* The tuple of the opposite direction. */
 void fwd_tuple_invert(const struct fwd_tuple *t, struct fwd_tuple *out);
-/* Seeded hash of a tuple. */
+/* Seeded hash of a tuple: SipHash-2-4 keyed by the seed.  Locking: none. */
 uint32_t fwd_tuple_hash(const struct fwd_tuple *t, uint64_t seed);
+/* SipHash-2-4 of n little-endian-loaded 64-bit words (8n bytes) under key (k0, k1). */
+uint64_t fwd_siphash24(const uint64_t *words, size_t n, uint64_t k0, uint64_t k1);
 
 static inline bool fwd_tuple_eq(const struct fwd_tuple *a, const struct fwd_tuple *b)
 {

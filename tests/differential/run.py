@@ -114,7 +114,7 @@ def run(named_scenarios: bool = True, random_count: int = 0, seed: int = 1) -> R
         done = 0
         while done < random_count:
             n = min(BATCH, random_count - done)
-            run_batch(kernel, random_sequences(seed * 1_000_003 + done, n, PORT0), report)
+            run_batch(kernel, random_sequences(seed * 1_000_003 + done, n, PORT0, done), report)
             done += n
     finally:
         kernel.close()

@@ -339,6 +339,7 @@ def random_sequence(rng: random.Random, family: int, port: int, index: int) -> S
     return Sequence(f"random-icmp-{index}/v{family}", steps)
 
 
-def random_sequences(seed: int, count: int, port0: int) -> list[Sequence]:
+def random_sequences(seed: int, count: int, port0: int, first: int = 0) -> list[Sequence]:
+    """`count` random sequences named from `first` on (a batch of a longer run)."""
     rng = random.Random(seed)
-    return [random_sequence(rng, rng.choice((4, 6)), port0 + i, i) for i in range(count)]
+    return [random_sequence(rng, rng.choice((4, 6)), port0 + i, first + i) for i in range(count)]
