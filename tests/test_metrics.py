@@ -54,7 +54,7 @@ def test_scrape_reflects_traffic():
         udp(C4, S4, 5000, 53),                          # dropped by "no-dns": no connection
         udp(C6, S6, 5001, 1234), udp(S6, C6, 1234, 5001),
         echo(C4, S4, 7),
-        tcp(C4, S4, 40001, 22, "A"),                    # mid-stream: invalid, default accept
+        tcp(C4, S4, 40001, 22, "FA"),                   # FIN, no connection: invalid, default accept
     ), 1.0)
     s = scrape(eng, {3: {"packets": 8, "batches": 1}})
 
