@@ -182,7 +182,7 @@ static bool window_liberal(const struct fwd_ct_node *sender)
 }
 
 /* A SYN or SYN/ACK (re)starts its sender's window; options as the kernel's tcp_options(),
- * which starts the flags afresh when the segment carries any option. */
+ * which starts the flags but the liberal one afresh when the segment carries any option. */
 static void init_sender(struct fwd_ct *ct, const struct fwd_pkt *p, int dir, uint32_t end)
 {
 	struct fwd_ct_node *snd = &ct->node[dir], *rcv = &ct->node[!dir];
@@ -191,7 +191,7 @@ static void init_sender(struct fwd_ct *ct, const struct fwd_pkt *p, int dir, uin
 	w->td_end[dir] = w->td_maxend[dir] = end;
 	w->td_maxwin[dir] = p->tcp_win ? p->tcp_win : 1;
 	if (p->l4hlen > 20) {
-		snd->td_flags = 0;
+		snd->td_flags &= FWD_TD_LIBERAL;
 		snd->td_scale = 0;
 		if (p->tcp_opts & FWD_TCPOPT_WSCALE) {
 			snd->td_flags |= FWD_TD_WSCALE;
