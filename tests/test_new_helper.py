@@ -101,4 +101,5 @@ def test_new_helper_is_fuzzed(tree):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "fuzz tiny: helpers/tiny/fuzz_tiny.c, seeds helpers/tiny/corpus" in r.stdout
     assert "fuzz sip: tests/fuzz/fuzz_sip.c, seeds tests/fuzz/corpus/sip" in r.stdout
-    assert r.stderr.count("Done ") == 2
+    assert "fuzz engine: tests/fuzz/fuzz_engine.c, seeds tests/fuzz/corpus/engine" in r.stdout
+    assert r.stderr.count("Done ") == 3
