@@ -120,3 +120,18 @@ def test_copy_cut_short_by_the_queue_still_parses_when_headers_are_complete():
     v6 = tcp(C6, S6, 1, 2, "S")
     assert _core.parse_packet(v6[:50], len(v6))["kind"] == "invalid"  # TCP header cut: truncated
     assert _core.parse_packet(data[:60], len(data) - 1)["error"] == "truncated"
+
+
+def test_tuple_hash_is_siphash_2_4():
+    """The tuple hash is SipHash-2-4 (as the kernel's conntrack): the reference test vectors of
+    its paper, key 00..0f, messages 00..07 and 00..27 (the tuple's 40 bytes)."""
+    import ctypes
+    from fwd import _core
+    lib = ctypes.CDLL(_core.__file__)
+    f = lib.fwd_siphash24
+    f.restype = ctypes.c_uint64
+    f.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64, ctypes.c_uint64]
+    k0, k1 = 0x0706050403020100, 0x0F0E0D0C0B0A0908
+    for n, want in ((8, 0x93F5F5799A932462), (40, 0x0E3EA96B5304A7D0)):
+        msg = ctypes.create_string_buffer(bytes(range(n)), n)
+        assert f(msg, n // 8, k0, k1) == want
