@@ -156,3 +156,24 @@ def test_text_output_names_the_expectations(tmp_path, capsys, config):
     assert "4 expectations created:" in lines
     assert f"  #3 sip audio udp {A}:* -> {B}:6000 matched" in lines
     assert f"  #1 sip audio udp {B}:* -> {A}:4000 live" in lines
+
+
+def test_invite_larger_than_the_mtu_in_fragments_opens_its_pinholes(tmp_path, capsys, config):
+    """An INVITE of 3000 bytes over UDP arrives in three fragments, the last first: reassembled
+    as the kernel does in front of the daemon, the helper reads the whole SDP and the callee's
+    media passes as RELATED."""
+    from scapy.all import fragment
+    ua, ub = uri_host(A), uri_host(B)
+    padding = "X-Padding: " + "p" * 2800
+    invite = IP(src=A, dst=B, id=99) / UDP(sport=5060, dport=5060) / request(
+        "INVITE", ua, ub, body=sdp(A, ("audio", 4000)), extra=padding)
+    frags = fragment(invite, fragsize=1200)
+    assert len(frags) == 3
+    packets = [frags[2], frags[0], frags[1],
+               sip(B, A, response(200, "INVITE", ub, ua, body=sdp(B, ("audio", 6000)))),
+               media(B, A, 6000, 4000)]
+    records, summary = replay_json(capsys, write_capture(tmp_path / "c", packets), config)
+    assert [r["index"] for r in records] == [2, 3, 4]
+    assert brief(records) == [("accept", "new"), ("accept", "established"),
+                              ("accept", "related")]
+    assert summary["fragments"] == {"queued": 3, "reassembled": 1}
