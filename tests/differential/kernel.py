@@ -15,7 +15,6 @@ namespaces created here and is removed by close().
 from __future__ import annotations
 
 import ctypes
-import os
 import socket
 import struct
 import time
