@@ -77,7 +77,7 @@ static void remove_locked(struct fwd_exp_table *x, struct fwd_exp *e, enum fwd_e
 	*pp = e->hnext;
 	for (pp = &ext->exps; *pp != e; pp = &(*pp)->mnext)
 		;
-	*pp = e->mnext;
+	__atomic_store_n(pp, e->mnext, __ATOMIC_RELAXED); /* ext->exps is read unlocked */
 	ext->expecting[e->spec.cls]--;
 	__atomic_store_n(&x->count, x->count - 1, __ATOMIC_RELEASE);
 	journal_end(x, e, end);
@@ -103,22 +103,20 @@ int fwd_exp_add(struct fwd_exp_table *x, struct fwd_ct *master, const struct fwd
 {
 	struct fwd_ct_ext *ext = master->ext;
 	struct fwd_exp *e = malloc(sizeof(*e)), *oldest = NULL;
-	struct fwd_ct *evicted_master = NULL;
+	struct fwd_ct *put[2] = { NULL, NULL }; /* master references to drop after unlocking */
 	struct fwd_tuple masked;
 	int err = 0;
 
+	*evicted = false;
 	if (!e)
 		return -ENOMEM;
 	if (!ext || spec->cls >= ext->nclasses || !pol->max_expected) {
 		free(e);
 		return -EINVAL;
 	}
-	*evicted = false;
 	mask_tuple(&spec->tuple, &spec->mask, &masked);
 	fwd_lock(&x->lock);
-	/* A kill marks the master dying before flushing its expectations under this lock: checking
-	 * here means nothing is added after that flush. */
-	if (fwd_ct_status(master) & FWD_CT_DYING) {
+	if (fwd_ct_status(master) & FWD_CT_DYING) { /* long dead: not even created (see below) */
 		err = -ESRCH;
 		goto out;
 	}
@@ -135,7 +133,7 @@ int fwd_exp_add(struct fwd_exp_table *x, struct fwd_ct *master, const struct fwd
 			oldest = o;
 	}
 	if (ext->expecting[spec->cls] >= pol->max_expected && oldest) {
-		remove_locked(x, oldest, FWD_EXP_EVICTED, &evicted_master);
+		remove_locked(x, oldest, FWD_EXP_EVICTED, &put[0]);
 		*evicted = true;
 	}
 	if (x->count >= x->max) {
@@ -165,17 +163,30 @@ int fwd_exp_add(struct fwd_exp_table *x, struct fwd_ct *master, const struct fwd
 	e->hnext = x->buckets[e->bucket];
 	x->buckets[e->bucket] = e;
 	e->mnext = ext->exps;
-	ext->exps = e;
+	__atomic_store_n(&ext->exps, e, __ATOMIC_RELAXED);
 	ext->expecting[spec->cls]++;
 	__atomic_store_n(&x->count, x->count + 1, __ATOMIC_RELEASE);
 	STAT(x, created);
+	/* A kill marks the master dying, then (fwd_exp_flush_master) reads its list without this
+	 * lock: each side writes first and reads the other's write after a full fence, so either
+	 * the kill sees this expectation and flushes it (waiting for this lock), or this sees the
+	 * mark and takes it back.  Checking before linking would leave a window between the check
+	 * and the link in which the kill finds an empty list. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (fwd_ct_status(master) & FWD_CT_DYING) {
+		remove_locked(x, e, FWD_EXP_FLUSHED, &put[1]);
+		err = -ESRCH;
+		e = NULL;
+		goto out;
+	}
 	e = NULL;
 	err = 1;
 out:
 	fwd_unlock(&x->lock);
 	free(e);
-	if (evicted_master)
-		fwd_ct_put(evicted_master);
+	for (int i = 0; i < 2; i++)
+		if (put[i])
+			fwd_ct_put(put[i]);
 	return err;
 }
 
@@ -269,7 +280,13 @@ unsigned fwd_exp_flush_master(struct fwd_exp_table *x, struct fwd_ct *master, in
 	struct fwd_ct *put[PUT_BATCH];
 	unsigned total = 0, n;
 
-	if (!master->ext || !fwd_exp_count(x))
+	if (!master->ext)
+		return 0;
+	/* Not the table's count: the master's own list, read after a full fence so that a kill
+	 * (which marked the master dying just before) and fwd_exp_add racing with it agree on who
+	 * removes a new expectation (see there).  A master without expectations takes no lock. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (!__atomic_load_n(&master->ext->exps, __ATOMIC_RELAXED))
 		return 0;
 	do {
 		fwd_lock(&x->lock);

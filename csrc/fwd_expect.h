@@ -85,7 +85,8 @@ static inline uint32_t fwd_exp_count(const struct fwd_exp_table *x)
  * max_expected of this class, its oldest of the class is evicted first; an identical
  * expectation (same tuple, mask and class) is refreshed instead of added.
  * Returns 1 if added, 0 if refreshed, -ENOSPC (global cap: refused), -EINVAL (max_expected
- * 0), -ESRCH (the master is dying), -ENOMEM.  *evicted is set if one was pushed out.
+ * 0), -ESRCH (the master is dying, even if it started dying during the call), -ENOMEM.
+ * *evicted is set if one was pushed out.
  * Locking: takes the expect lock. */
 int fwd_exp_add(struct fwd_exp_table *x, struct fwd_ct *master, const struct fwd_exp_spec *spec,
 		const struct fwd_exp_class_policy *pol, uint64_t now, bool *evicted);
@@ -97,7 +98,9 @@ bool fwd_exp_match(struct fwd_exp_table *x, const struct fwd_tuple *t, uint64_t 
 		   struct fwd_ct **master, struct fwd_exp_spec *spec);
 
 /* Removes master's expectations of class `cls` (-1: all) whose `call` is `call` (0: any);
- * returns how many.  Locking: takes the expect lock. */
+ * returns how many.  Called for a master just marked FWD_CT_DYING, it leaves none behind even
+ * while another thread adds one (fwd_exp_add takes back what it adds to a dying master).
+ * Locking: takes the expect lock, only if the master has expectations. */
 unsigned fwd_exp_flush_master(struct fwd_exp_table *x, struct fwd_ct *master, int cls,
 			      uint32_t call);
 
