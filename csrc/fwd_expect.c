@@ -105,6 +105,7 @@ int fwd_exp_add(struct fwd_exp_table *x, struct fwd_ct *master, const struct fwd
 	struct fwd_exp *e = malloc(sizeof(*e)), *oldest = NULL;
 	struct fwd_ct *put[2] = { NULL, NULL }; /* master references to drop after unlocking */
 	struct fwd_tuple masked;
+	uint32_t held = 0; /* of the class (and call, with a flow cap) that max_expected counts */
 	int err = 0;
 
 	*evicted = false;
@@ -129,14 +130,18 @@ int fwd_exp_add(struct fwd_exp_table *x, struct fwd_ct *master, const struct fwd
 			o->spec.flags = spec->flags;
 			goto out;
 		}
+		if (spec->flow_max && o->spec.call != spec->call)
+			continue;
+		held++;
 		if (!oldest || o->seq < oldest->seq)
 			oldest = o;
 	}
-	if (ext->expecting[spec->cls] >= pol->max_expected && oldest) {
+	if (held >= pol->max_expected && oldest) {
 		remove_locked(x, oldest, FWD_EXP_EVICTED, &put[0]);
 		*evicted = true;
 	}
-	if (x->count >= x->max) {
+	if (x->count >= x->max ||
+	    (spec->flow_max && ext->expecting[spec->cls] >= spec->flow_max)) {
 		STAT(x, refused);
 		err = -ENOSPC;
 		goto out;

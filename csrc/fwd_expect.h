@@ -26,7 +26,7 @@ enum fwd_exp_end {
 extern const char *const fwd_exp_end_names[FWD_EXP_ENDS];
 
 struct fwd_exp_class_policy {
-	uint32_t max_expected; /* per master connection */
+	uint32_t max_expected; /* per master connection (per call: see fwd_exp_spec.flow_max) */
 	uint64_t timeout;      /* ns */
 };
 
@@ -82,9 +82,10 @@ static inline uint32_t fwd_exp_count(const struct fwd_exp_table *x)
 }
 
 /* Adds an expectation for `master` (which must have an ext).  If master already has
- * max_expected of this class, its oldest of the class is evicted first; an identical
- * expectation (same tuple, mask and class) is refreshed instead of added.
- * Returns 1 if added, 0 if refreshed, -ENOSPC (global cap: refused), -EINVAL (max_expected
+ * max_expected of this class (of this call when spec->flow_max is set), its oldest of them is
+ * evicted first; an identical expectation (same tuple, mask and class) is refreshed instead of
+ * added.
+ * Returns 1 if added, 0 if refreshed, -ENOSPC (global or flow cap: refused), -EINVAL (max_expected
  * 0), -ESRCH (the master is dying, even if it started dying during the call), -ENOMEM.
  * *evicted is set if one was pushed out.
  * Locking: takes the expect lock. */

@@ -26,6 +26,9 @@ struct fwd_exp_spec {
 	struct fwd_tuple tuple;
 	struct fwd_tuple mask;
 	uint32_t call;     /* helper's grouping key (SIP: hash of the Call-ID), for flushes */
+	uint32_t flow_max; /* 0: the class's max_expected counts per master (the kernel's rule);
+			    * else it counts per call, and the master may hold at most flow_max
+			    * of the class in all its calls together (more are refused) */
 	const char *helper; /* name of the creating helper's type (static), for listings */
 	uint32_t journal_id; /* 1-based index in the journal, 0 when not journaling */
 	uint8_t cls;       /* index in the helper type's class_names */
@@ -49,6 +52,9 @@ struct fwd_helper_ctx {
 	void *state;                   /* per-connection state (type->state_size bytes, zeroed) */
 	const uint64_t *knobs;         /* the instance's knob values, in type->knob_names order */
 	uint64_t now;                  /* ns, the engine's clock */
+	bool expected;                 /* the connection came in through an expectation */
+	bool errors_pass;              /* the instance's on_error is accept: a packet the helper
+					* fails passes anyway (unread) */
 	/* Opaque: for the calls below. */
 	struct fwd_engine *engine;
 	struct fwd_helper *helper;

@@ -105,11 +105,15 @@ def load_file(path: str) -> HelperConfig:
         raise ConfigError(e.key, f"{e.message} (in {path})") from None
 
 
+# How each kind of helper knob (a helper's KNOBS) is checked.
+_KNOB_CHECKS = {"seconds": cfgmod.check_seconds, "bool": cfgmod.check_boolean,
+                "count": cfgmod.check_integer(0, 1 << 20)}
+
+
 def parse(name: str, data: dict[str, Any], path: str = "") -> HelperConfig:
     module = load(name)
     key = f"helpers.{name}"
-    knob_checks = {k: cfgmod.check_seconds if kind == "seconds" else cfgmod.check_boolean
-                   for k, (kind, _d) in module.KNOBS.items()}
+    knob_checks = {k: _KNOB_CHECKS[kind] for k, (kind, _d) in module.KNOBS.items()}
     fields = cfgmod.read_table(data, key, {
         "enabled": cfgmod.check_boolean,
         "ports": _port_list,

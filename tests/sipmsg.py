@@ -37,10 +37,13 @@ def request(method: str, frm: str, to: str, call: str = "call-1", cseq: int = 1,
 
 
 def response(status: int, method: str, frm: str, to: str, call: str = "call-1", cseq: int = 1,
-             body: str = "", extra: str = "") -> bytes:
+             body: str = "", extra: str = "", contact: str | None = None,
+             contact_port: int = 5060) -> bytes:
+    """contact: the Contact host (default the responder; a registrar's 2xx names the binding,
+    the user agent's own address)."""
     head = [f"SIP/2.0 {status} X", f"Via: SIP/2.0/UDP {to}:5060;branch=z9hG4bK{cseq}",
             f"From: <sip:a@{to}>;tag=1", f"To: <sip:b@{frm}>;tag=2", f"Call-ID: {call}",
-            f"CSeq: {cseq} {method}", f"Contact: <sip:b@{frm}:5060>"]
+            f"CSeq: {cseq} {method}", f"Contact: <sip:b@{contact or frm}:{contact_port}>"]
     if extra:
         head.append(extra)
     if body:

@@ -20,11 +20,12 @@ RULES = [
 CLASSES = ["signalling", "audio", "video", "image"]
 
 
-def sip_helper(max_audio=4, direct_media=1, direct_signalling=1, on_error=0):
+def sip_helper(max_audio=4, direct_media=1, direct_signalling=1, on_error=0, per_flow=0):
+    """per_flow: max_expected_per_flow (0: max_expected counts per connection, as the kernel)."""
     classes = {"signalling": (1, 180.0), "audio": (max_audio, 180.0), "video": (4, 180.0),
                "image": (2, 180.0)}
     knobs = {"sip_timeout": 3600 * 10**9, "direct_media": direct_media,
-             "direct_signalling": direct_signalling}
+             "direct_signalling": direct_signalling, "max_expected_per_flow": per_flow}
     return HelperSpec("sip", on_error, classes, knobs, [(17, 5060, 5060), (6, 5060, 5060)])
 
 
@@ -132,7 +133,8 @@ def test_register_opens_an_inactive_signalling_pinhole_activated_by_2xx():
         ("signalling", ["permanent", "inactive"], B, ua, 5070)
     invite = request("INVITE", B, ua, call="in-1", body=sdp(B, ("audio", 7000)))
     assert run(e, udp(B, ua, 5060, 5070, invite)) == [("new", 0)]  # not active yet
-    run(e, sig(B, ua, response(200, "REGISTER", B, ua, extra="Expires: 600")))
+    run(e, sig(B, ua, response(200, "REGISTER", B, ua, contact=ua, contact_port=5070,
+                                 extra="Expires: 600")))
     (x,) = e.expectations(1.0)
     assert x["flags"] == ["permanent"] and x["timeout"] == 600
     # The registrar may now reach the UA, as often as it likes; the helper reads those calls too.

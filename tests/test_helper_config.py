@@ -31,7 +31,7 @@ def test_shipped_sip_file_loads_with_the_kernel_defaults():
     assert dict(sip.policy) == {"signalling": (1, 180), "audio": (4, 180), "video": (4, 180),
                                 "image": (2, 180)}
     assert dict(sip.knobs) == {"sip_timeout": 3600, "direct_media": True,
-                               "direct_signalling": True}
+                               "direct_signalling": True, "max_expected_per_flow": 1024}
 
 
 def test_no_file_no_helper(tmp_path):
@@ -44,14 +44,16 @@ def test_no_file_no_helper(tmp_path):
 
 def test_helper_settings_reach_the_engine(tmp_path):
     path = write(tmp_path, sip='ports = ["5070-5071"]\ntransports = ["udp"]\n'
-                               "direct_media = false\n[policy.audio]\nmax_expected = 2\n")
+                               "direct_media = false\nmax_expected_per_flow = 64\n"
+                               "[policy.audio]\nmax_expected = 2\n")
     cfg = config.load(path)
     (sip,) = helper_config.load_all(cfg)
     spec = engine.compile_helper(sip)
     assert (spec.type, spec.on_error, spec.bindings) == ("sip", 0, [(17, 5070, 5071)])
     assert spec.classes == {"signalling": (1, 180), "audio": (2, 180), "video": (4, 180),
                             "image": (2, 180)}
-    assert spec.knobs == {"sip_timeout": 3600 * 10**9, "direct_media": 0, "direct_signalling": 1}
+    assert spec.knobs == {"sip_timeout": 3600 * 10**9, "direct_media": 0, "direct_signalling": 1,
+                          "max_expected_per_flow": 64}
     e = engine.create_engine(cfg)
     engine.configure(e, cfg)
     assert [h["name"] for h in e.stats()["helpers"]] == ["sip"]
@@ -74,6 +76,8 @@ def test_disabled_helper_attaches_nothing(tmp_path):
     ("[policy.fax]\nmax_expected = 1\n", "helpers.sip.policy.fax", "unknown expectation class"),
     ("bogus = 1\n", "helpers.sip.bogus", "unknown key"),
     ("sip_timeout = 0\n", "helpers.sip.sip_timeout", ""),
+    ("max_expected_per_flow = -1\n", "helpers.sip.max_expected_per_flow", "integer 0..1048576"),
+    ("max_expected_per_flow = 'all'\n", "helpers.sip.max_expected_per_flow", '"all"'),
     ("x = \n", "helpers.sip", "not valid TOML"),
 ])
 def test_bad_helper_file_names_the_key(tmp_path, text, key, message):

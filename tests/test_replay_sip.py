@@ -101,15 +101,15 @@ def test_icmp_error_is_related_without_an_expectation(tmp_path, capsys, config):
 
 
 def test_expired_evicted_and_live_expectations(tmp_path, capsys, config):
-    """At most 4 audio expectations per signalling connection (the default): a third call's
-    offer evicts the oldest pair.  They wait 180 s to be used; the clock is the capture's."""
-    def invite(call_id, port):
-        return sip(A, B, request("INVITE", A, B, call=call_id, body=sdp(A, ("audio", port))))
+    """At most 4 audio expectations per call (the default): an offer of three streams evicts
+    the oldest pair.  They wait 180 s to be used; the clock is the capture's."""
+    def invite(call_id, *ports):
+        return sip(A, B, request("INVITE", A, B, call=call_id,
+                                 body=sdp(A, *(("audio", p) for p in ports))))
 
-    packets = [(0.0, invite("c1", 4000)), (1.0, invite("c2", 5000)), (2.0, invite("c3", 5500)),
-               (200.0, invite("c4", 8000))]
+    packets = [(0.0, invite("c1", 4000, 5000, 5500)), (200.0, invite("c4", 8000))]
     records, summary = replay_json(capsys, write_capture(tmp_path / "c", packets), config)
-    assert brief(records) == [("accept", "new")] * 4  # never answered: still "new"
+    assert brief(records) == [("accept", "new")] * 2  # never answered: still "new"
     ends = sorted((x["dport"], x["end"]) for x in summary["expectations_created"])
     assert ends == [(4000, "evicted"), (4001, "evicted"), (5000, "expired"), (5001, "expired"),
                     (5500, "expired"), (5501, "expired"), (8000, "live"), (8001, "live")]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "tests/c/test_sip_parse.c", ROOT / "helpers/sip/fwd_sip_parse.c"]
-EXPECTED_CASES = 29
+EXPECTED_CASES = 30
 
 
 def test_sip_parser_unit_tests(tmp_path):

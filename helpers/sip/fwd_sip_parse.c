@@ -477,19 +477,136 @@ static int parse_call_id(struct span v, struct fwd_sip_msg *msg)
 	return 0;
 }
 
-/* media-type = type SWS "/" SWS subtype *(SEMI m-parameter) */
+/* media-type = type SWS "/" SWS subtype *(SEMI m-parameter).  Whether it is type/subtype; the
+ * parameters are left in *v. */
+static bool media_type_is(struct span *v, const char *type, const char *subtype)
+{
+	struct span t, sub;
+
+	skip_lws(v);
+	t = take_token(v);
+	skip_lws(v);
+	if (!take_char(v, '/'))
+		return false;
+	skip_lws(v);
+	sub = take_token(v);
+	return span_ieq(t, type) && (!subtype || span_ieq(sub, subtype));
+}
+
 static bool is_sdp_type(struct span v)
 {
-	struct span type, subtype;
+	return media_type_is(&v, "application", "sdp");
+}
 
-	skip_lws(&v);
-	type = take_token(&v);
-	skip_lws(&v);
-	if (!take_char(&v, '/'))
+/* The boundary of a multipart Content-Type (RFC 2046 §5.1.1), token or quoted; false if it is
+ * not multipart or has none. */
+static bool multipart_boundary(struct span v, struct span *boundary)
+{
+	struct span name, value;
+
+	if (!media_type_is(&v, "multipart", NULL))
 		return false;
-	skip_lws(&v);
-	subtype = take_token(&v);
-	return span_ieq(type, "application") && span_ieq(subtype, "sdp");
+	for (;;) {
+		skip_lws(&v);
+		if (!take_char(&v, ';'))
+			return false;
+		skip_lws(&v);
+		name = take_token(&v);
+		skip_lws(&v);
+		if (!take_char(&v, '='))
+			return false;
+		skip_lws(&v);
+		value.p = v.p;
+		if (take_quoted(&v) > 0)
+			value = (struct span){ value.p + 1, v.p - 1 };
+		else
+			value = take_until(&v, ";");
+		if (span_ieq(name, "boundary")) {
+			*boundary = value;
+			return span_len(value) > 0;
+		}
+	}
+}
+
+/* The next "--boundary" at the start of a line of s, or NULL. */
+static const uint8_t *find_delimiter(struct span s, struct span boundary)
+{
+	size_t blen = span_len(boundary);
+
+	for (const uint8_t *p = s.p; (size_t)(s.end - p) >= blen + 2; p++)
+		if ((p == s.p || p[-1] == '\n') && p[0] == '-' && p[1] == '-' &&
+		    !memcmp(p + 2, boundary.p, blen))
+			return p;
+	return NULL;
+}
+
+static bool starts_with_version(struct span s)
+{
+	skip_lws(&s);
+	return span_len(s) >= 2 && s.p[0] == 'v' && s.p[1] == '=';
+}
+
+/* A body part (RFC 2046 §5.1): its headers up to an empty line, then its content.  Returns
+ * whether it holds a session description (labelled application/sdp, or unlabelled and starting
+ * with "v="), with the content in *sdp. */
+static bool part_sdp(struct span part, struct span *sdp)
+{
+	bool labelled = false, sdp_label = false;
+
+	while (part.p < part.end) {
+		const uint8_t *eol = memchr(part.p, '\n', span_len(part));
+		struct span line = { part.p, eol ? eol : part.end }, name;
+
+		part.p = eol ? eol + 1 : part.end;
+		if (line.end > line.p && line.end[-1] == '\r')
+			line.end--;
+		if (!span_len(line)) {
+			*sdp = part;
+			return labelled ? sdp_label : starts_with_version(part);
+		}
+		name = take_token(&line);
+		skip_blanks(&line);
+		if (span_ieq(name, "content-type") && take_char(&line, ':')) {
+			labelled = true;
+			sdp_label = is_sdp_type(line);
+		}
+	}
+	return false;
+}
+
+/* Where the body holds a session description: the whole body when it is labelled
+ * application/sdp or starts with "v=" (the kernel reads SDP by content, whatever the label),
+ * or the first part of a multipart body that does. */
+static bool find_sdp(const struct span *ctype, struct span body, struct span *sdp)
+{
+	struct span boundary;
+	const uint8_t *d;
+
+	if (ctype && multipart_boundary(*ctype, &boundary)) {
+		for (d = find_delimiter(body, boundary); d;) {
+			const uint8_t *start = d + 2 + span_len(boundary), *eol, *next;
+			struct span part;
+
+			if (body.end - start >= 2 && start[0] == '-' && start[1] == '-')
+				return false; /* the closing delimiter */
+			eol = memchr(start, '\n', (size_t)(body.end - start));
+			if (!eol)
+				return false;
+			next = find_delimiter((struct span){ eol + 1, body.end }, boundary);
+			part = (struct span){ eol + 1, next ? next : body.end };
+			/* the line end before a delimiter belongs to the delimiter */
+			if (next && part.end > part.p && part.end[-1] == '\n')
+				part.end--;
+			if (next && part.end > part.p && part.end[-1] == '\r')
+				part.end--;
+			if (part_sdp(part, sdp))
+				return true;
+			d = next;
+		}
+		return false;
+	}
+	*sdp = body;
+	return span_len(body) && ((ctype && is_sdp_type(*ctype)) || starts_with_version(body));
 }
 
 /* c=<nettype> <addrtype> <connection-address>[/ttl][/n] (RFC 4566 §5.7).  An address that is not
@@ -585,7 +702,7 @@ static int parse_sdp(struct span body, struct fwd_sip_msg *msg)
 static int parse(const uint8_t *buf, size_t len, bool stream, struct fwd_sip_msg *msg,
 		 uint64_t *need)
 {
-	struct span val[H_COUNT] = { 0 }, method = { 0 }, start;
+	struct span val[H_COUNT] = { 0 }, method = { 0 }, start, sdp;
 	bool seen[H_COUNT] = { 0 };
 	size_t off = skip_empty_lines(buf, len), hlen = 0, avail;
 	const uint8_t *eol, *hend;
@@ -658,9 +775,10 @@ static int parse(const uint8_t *buf, size_t len, bool stream, struct fwd_sip_msg
 	}
 	if (total > INT_MAX)
 		return -EMSGSIZE;
-	if (seen[H_CTYPE] && is_sdp_type(val[H_CTYPE]) && body_len) {
+	if (find_sdp(seen[H_CTYPE] ? &val[H_CTYPE] : NULL,
+		     (struct span){ buf + off, buf + off + body_len }, &sdp)) {
 		msg->has_sdp = true;
-		rc = parse_sdp((struct span){ buf + off, buf + off + body_len }, msg);
+		rc = parse_sdp(sdp, msg);
 		if (rc < 0)
 			return rc;
 	}
@@ -679,6 +797,12 @@ void fwd_sip_stream_reset(struct fwd_sip_stream *s)
 {
 	s->skip = 0;
 	s->len = 0;
+	s->resync = false;
+}
+
+void fwd_sip_stream_resync(struct fwd_sip_stream *s)
+{
+	s->resync = true;
 }
 
 static void consume(struct fwd_sip_stream *s, size_t n)
@@ -687,6 +811,36 @@ static void consume(struct fwd_sip_stream *s, size_t n)
 		return;
 	memmove(s->buf, s->buf + n, s->len - n);
 	s->len -= (uint32_t)n;
+}
+
+/* Resynchronising: drops the bytes before the first complete line of s->buf that is a start
+ * line, and ends resynchronisation there.  A last incomplete line is kept to be judged when it
+ * is complete, unless it fills the buffer.  Locking: caller owns s. */
+static void find_message_start(struct fwd_sip_stream *s)
+{
+	size_t i = 0;
+
+	while (i < s->len) {
+		const uint8_t *eol = memchr(s->buf + i, '\n', s->len - i);
+		struct span line = { s->buf + i, eol };
+		struct fwd_sip_msg msg;
+		struct span method;
+
+		if (!eol) {
+			if (i == 0 && s->len == sizeof(s->buf))
+				i = s->len;
+			break;
+		}
+		if (line.end > line.p && line.end[-1] == '\r')
+			line.end--;
+		memset(&msg, 0, sizeof(msg));
+		if (span_len(line) && parse_start_line(line, &msg, &method) == 0) {
+			s->resync = false;
+			break;
+		}
+		i = (size_t)(eol - s->buf) + 1;
+	}
+	consume(s, i);
 }
 
 /* Delivers the complete messages at the front of s->buf and drops them (and empty lines between
@@ -699,6 +853,10 @@ static int drain(struct fwd_sip_stream *s, fwd_sip_msg_cb cb, void *arg, int *de
 	int rc;
 
 	for (;;) {
+		if (s->resync)
+			find_message_start(s);
+		if (s->resync)
+			return 0;
 		consume(s, skip_empty_lines(s->buf, s->len));
 		rc = parse(s->buf, s->len, true, &msg, &need);
 		if (rc > 0) {

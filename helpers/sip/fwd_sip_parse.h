@@ -13,8 +13,9 @@
  *    is not 0..65535, a c= line without its three fields: malformed;
  *  - names where an address literal is expected (a Contact or c= FQDN) are not errors: family 0,
  *    and the helper creates nothing for them;
- *  - SDP is read only when Content-Type is application/sdp (RFC 3261 §20.15 makes Content-Type
- *    mandatory with a body; a body without it is not guessed at).  Multipart bodies are not read.
+ *  - SDP is read when the body is labelled application/sdp or starts with "v=" whatever its
+ *    Content-Type (or none), as the kernel reads it by content; in a multipart body (RFC 2046),
+ *    from the first part labelled application/sdp, or unlabelled and starting with "v=".
  */
 #ifndef FWD_SIP_PARSE_H
 #define FWD_SIP_PARSE_H
@@ -76,7 +77,7 @@ struct fwd_sip_msg {
 	 * §10.2.1.1); values above 2^32-1 read as 2^32-1 (§20.19); -1 when absent or not a number. */
 	int64_t expires;
 
-	bool has_sdp; /* Content-Type application/sdp and a non-empty body */
+	bool has_sdp; /* a non-empty session description in the body (see above) */
 	uint8_t nmedia;
 	struct fwd_sip_media media[FWD_SIP_MAX_MEDIA];
 
@@ -109,13 +110,20 @@ int fwd_sip_parse(const uint8_t *buf, size_t len, bool stream, struct fwd_sip_ms
 struct fwd_sip_stream {
 	uint64_t skip; /* body bytes of an oversized message still to discard */
 	uint32_t len;  /* bytes held in buf: the start of a message not yet complete */
+	bool resync;   /* the stream was joined mid-way: skip to the next message start */
 	uint8_t buf[FWD_SIP_STREAM_MAX];
 };
 
 typedef void (*fwd_sip_msg_cb)(const struct fwd_sip_msg *msg, void *arg);
 
-/* Forgets any partial message and pending skip.  Locking: caller owns s. */
+/* Forgets any partial message, pending skip and resynchronisation.  Locking: caller owns s. */
 void fwd_sip_stream_reset(struct fwd_sip_stream *s);
+
+/* The next bytes fed may start anywhere in a message (a connection picked up mid-stream, or
+ * bytes that passed unread): they are dropped, without error, up to the first line that reads
+ * as a SIP start line ("SIP/2.0 NNN ..." or "METHOD uri SIP/2.0"); reading goes on from there.
+ * Locking: caller owns s. */
+void fwd_sip_stream_resync(struct fwd_sip_stream *s);
 
 /* Appends the next in-order bytes of a TCP stream (the caller drops retransmitted and
  * out-of-order data) and calls cb(msg, arg) for each message they complete, in order: several

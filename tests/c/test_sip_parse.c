@@ -66,9 +66,9 @@ static int feed_str(const char *s)
 /* head contains one "%zu" for Content-Length; the body is appended after it. */
 static const char *with_body(const char *head, const char *body)
 {
-	static char slots[4][16384];
+	static char slots[8][16384];
 	static int next;
-	char *out = slots[next++ % 4];
+	char *out = slots[next++ % 8];
 	int n = snprintf(out, sizeof(slots[0]), head, strlen(body));
 
 	snprintf(out + n, sizeof(slots[0]) - (size_t)n, "%s", body);
@@ -413,10 +413,19 @@ static void media_kinds_and_limit(void)
 	CHECK(media_is(&m.media[7], FWD_SIP_VIDEO, 50010, 4, "192.0.2.10"));
 }
 
-static void sdp_only_with_its_content_type(void)
+#define MULTIPART_BODY(boundary, sdp_headers)              \
+	"--" boundary "\r\n"                                  \
+	"Content-Type: application/isup;version=itu-t92+\r\n" \
+	"\r\n"                                                \
+	"v=not sdp, an ISUP part\r\n"                         \
+	"--" boundary "\r\n" sdp_headers "\r\n" SDP_V4          \
+	"\r\n--" boundary "--\r\n"
+
+/* SDP is read by content, whatever the label (as the kernel does), and inside multipart. */
+static void sdp_by_content_and_multipart(void)
 {
-	const char *plain = with_body("MESSAGE sip:bob@192.0.2.20 SIP/2.0\r\n"
-				      "Call-ID: ct-1@host\r\nCSeq: 1 MESSAGE\r\n"
+	const char *plain = with_body("INVITE sip:bob@192.0.2.20 SIP/2.0\r\n"
+				      "Call-ID: ct-1@host\r\nCSeq: 1 INVITE\r\n"
 				      "Content-Type: text/plain\r\nContent-Length: %zu\r\n\r\n",
 				      SDP_V4);
 	const char *none = with_body("INVITE sip:bob@192.0.2.20 SIP/2.0\r\n"
@@ -428,15 +437,43 @@ static void sdp_only_with_its_content_type(void)
 				       "Content-Type: application / SDP ; charset=utf-8\r\n"
 				       "Content-Length: %zu\r\n\r\n",
 				       SDP_V4);
+	const char *text = with_body("MESSAGE sip:bob@192.0.2.20 SIP/2.0\r\n"
+				     "Call-ID: ct-4@host\r\nCSeq: 1 MESSAGE\r\n"
+				     "Content-Type: text/plain\r\nContent-Length: %zu\r\n\r\n",
+				     "m=audio 4000 RTP/AVP 0\r\n");
+	const char *mixed = with_body("INVITE sip:bob@192.0.2.20 SIP/2.0\r\n"
+				      "Call-ID: ct-5@host\r\nCSeq: 1 INVITE\r\n"
+				      "Content-Type: multipart/mixed;boundary=unique-b\r\n"
+				      "Content-Length: %zu\r\n\r\n",
+				      MULTIPART_BODY("unique-b", "Content-Type: application/sdp\r\n"));
+	const char *quoted = with_body("INVITE sip:bob@192.0.2.20 SIP/2.0\r\n"
+				       "Call-ID: ct-6@host\r\nCSeq: 1 INVITE\r\n"
+				       "Content-Type: Multipart/Related ; type=x; boundary=\"q b\"\r\n"
+				       "Content-Length: %zu\r\n\r\n",
+				       MULTIPART_BODY("q b", ""));
+	const char *nosdp = with_body("INVITE sip:bob@192.0.2.20 SIP/2.0\r\n"
+				      "Call-ID: ct-7@host\r\nCSeq: 1 INVITE\r\n"
+				      "Content-Type: multipart/mixed;boundary=zz\r\n"
+				      "Content-Length: %zu\r\n\r\n",
+				      "--zz\r\nContent-Type: text/plain\r\n\r\nhello\r\n--zz--\r\n");
 	const char *empty = SIMPLE("INVITE sip:bob@192.0.2.20 SIP/2.0",
 				   "CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n");
 
 	CHECK(parse(plain, false) == (int)strlen(plain));
-	CHECK(!m.has_sdp && m.nmedia == 0 && m.method == FWD_SIP_MESSAGE);
+	CHECK(m.has_sdp && m.nmedia == 2);
 	CHECK(parse(none, false) == (int)strlen(none));
-	CHECK(!m.has_sdp && m.nmedia == 0);
+	CHECK(m.has_sdp && m.nmedia == 2);
 	CHECK(parse(params, false) == (int)strlen(params));
 	CHECK(m.has_sdp && m.nmedia == 2);
+	CHECK(parse(text, false) == (int)strlen(text));
+	CHECK(!m.has_sdp && m.nmedia == 0 && m.method == FWD_SIP_MESSAGE);
+	CHECK(parse(mixed, false) == (int)strlen(mixed));
+	CHECK(m.has_sdp && m.nmedia == 2);
+	CHECK(media_is(&m.media[1], FWD_SIP_VIDEO, 51372, 4, "192.0.2.11"));
+	CHECK(parse(quoted, true) == (int)strlen(quoted));
+	CHECK(m.has_sdp && m.nmedia == 2);
+	CHECK(parse(nosdp, false) == (int)strlen(nosdp));
+	CHECK(!m.has_sdp && m.nmedia == 0);
 	CHECK(parse(empty, false) == (int)strlen(empty));
 	CHECK(!m.has_sdp && m.nmedia == 0);
 }
@@ -992,6 +1029,38 @@ static void sdp_in_ack_prack_update(void)
 	}
 }
 
+/* Joined mid-stream: bytes up to the next start line are dropped without error. */
+static void stream_resync(void)
+{
+	const char *msg = with_body(INVITE_HEAD, SDP_V4);
+	char buf[4096];
+
+	fwd_sip_stream_resync(&st);
+	CHECK(feed_str("a=rtpmap:0 PCMU/8000\r\nm=audio 4000 RTP/AVP 0\r\nhalf a li") == 0);
+	CHECK(got.n == 0 && st.resync);
+	/* the tail of the previous message, then a whole one */
+	snprintf(buf, sizeof(buf), "ne\r\n\r\n%s", msg);
+	CHECK(feed_str(buf) == 1);
+	CHECK(got.n == 1 && got.msg[0].method == FWD_SIP_INVITE && got.msg[0].nmedia == 2);
+	CHECK(!st.resync);
+	/* once in step, junk is an error again */
+	CHECK(feed_str("junk\r\n\r\n") == -EBADMSG);
+	/* a response start line ends resynchronisation too, even split over two feeds */
+	fwd_sip_stream_resync(&st);
+	got.n = 0;
+	snprintf(buf, sizeof(buf), "%s", with_body(OK_HEAD, SDP_ANSWER));
+	CHECK(feed_str("tail of a body\r\nSIP/2.0 2") == 0);
+	CHECK(feed_str(buf + 9) == 1);
+	CHECK(got.n == 1 && got.msg[0].status == 200);
+	/* a line filling the whole buffer without a start line is dropped, not an overflow */
+	fwd_sip_stream_reset(&st);
+	fwd_sip_stream_resync(&st);
+	memset(buf, 'x', sizeof(buf));
+	for (int i = 0; i < 3; i++)
+		CHECK(feed(buf, sizeof(buf)) == 0);
+	CHECK(st.resync && st.len < FWD_SIP_STREAM_MAX);
+}
+
 #define CASE(fn) { #fn, fn }
 static const struct {
 	const char *name;
@@ -1006,7 +1075,7 @@ static const struct {
 	CASE(session_and_media_level_c),
 	CASE(media_port_zero),
 	CASE(media_kinds_and_limit),
-	CASE(sdp_only_with_its_content_type),
+	CASE(sdp_by_content_and_multipart),
 	CASE(sdp_malformed),
 	CASE(responses),
 	CASE(methods_and_start_line),
@@ -1026,6 +1095,7 @@ static const struct {
 	CASE(stream_malformed),
 	CASE(incomplete),
 	CASE(sdp_in_ack_prack_update),
+	CASE(stream_resync),
 };
 
 int main(void)
