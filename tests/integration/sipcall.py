@@ -48,11 +48,14 @@ def write_rtp_pcap(path: Path) -> None:
             writer.write(frame)
 
 
-def send_sip(topo: Topology, ns: str, dst: str, message: bytes, transport: str = "udp") -> None:
-    """Send one SIP message from namespace `ns` to dst:5060 over UDP or TCP (bounded)."""
+def send_sip(topo: Topology, ns: str, dst: str, message: bytes, transport: str = "udp",
+             sport: int = 0) -> None:
+    """Send one SIP message from namespace `ns` (from port `sport`, 0: any) to dst:5060 over UDP
+    or TCP (bounded)."""
     family = socket.AF_INET6 if ":" in dst else socket.AF_INET
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     code = (f"import socket; s = socket.socket({int(family)}, {int(kind)}); s.settimeout(3); "
+            f"s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('', {sport})); "
             f"s.connect(({dst!r}, {SIP_PORT})); s.sendall({message!r}); s.close()")
     topo.run(ns, [sys.executable, "-c", code], timeout=5)
 
