@@ -32,6 +32,7 @@ enum fwd_dir { FWD_DIR_ORIG = 0, FWD_DIR_REPLY = 1 };
 #define FWD_CT_DYING 0x8u      /* being removed; invisible to lookups */
 #define FWD_CT_EXPECTED 0x10u  /* created by an expectation: RELATED until a reply */
 #define FWD_CT_CLOSING 0x20u   /* TCP in a closing state (FIN_WAIT..CLOSE): early-droppable */
+#define FWD_CT_MIDSTREAM 0x40u /* TCP picked up from the middle of a stream (not from its SYN) */
 
 /* A connection's entry for one direction.  Lookups read next, tuple and dir (under the bucket's
  * shard); the td_* fields describe the TCP sender of this direction (window tracking, as the

@@ -530,6 +530,7 @@ static void tcp_new(struct fwd_ct *ct, const struct fwd_pkt *p, const uint64_t *
 	} else {
 		w->td_maxend[FWD_DIR_ORIG] = end + w->td_maxwin[FWD_DIR_ORIG];
 		ct->node[0].td_flags = ct->node[1].td_flags = FWD_TD_SACK_PERM | FWD_TD_LIBERAL;
+		fwd_ct_set_status(ct, FWD_CT_MIDSTREAM); /* helpers resynchronise their streams */
 	}
 	tcp_packet(ct, p, FWD_DIR_ORIG, timeouts, now);
 }

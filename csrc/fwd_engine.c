@@ -316,7 +316,9 @@ static int run_helper(struct fwd_engine *e, struct fwd_worker *w, struct fwd_ct 
 		.tuple = &ct->node[dir].tuple, .dir = dir, .l4 = data + p->l4off,
 		.payload = data + p->l4off + p->l4hlen, .payload_len = p->l4len - p->l4hlen,
 		.state = ct->ext->hdata, .knobs = h->knobs, .now = now,
-		.expected = fwd_ct_status(ct) & FWD_CT_EXPECTED, .errors_pass = h->on_error == FWD_ACCEPT,
+		.expected = fwd_ct_status(ct) & FWD_CT_EXPECTED,
+		.midstream = fwd_ct_status(ct) & FWD_CT_MIDSTREAM,
+		.errors_pass = h->on_error == FWD_ACCEPT,
 		.engine = e, .helper = h, .ct = ct,
 	};
 	int err;

@@ -53,6 +53,8 @@ struct fwd_helper_ctx {
 	const uint64_t *knobs;         /* the instance's knob values, in type->knob_names order */
 	uint64_t now;                  /* ns, the engine's clock */
 	bool expected;                 /* the connection came in through an expectation */
+	bool midstream;                /* TCP picked up mid-stream: its first bytes in each
+					* direction may be anywhere in a message */
 	bool errors_pass;              /* the instance's on_error is accept: a packet the helper
 					* fails passes anyway (unread) */
 	/* Opaque: for the calls below. */

@@ -90,3 +90,30 @@ def test_tcp_data_on_the_syn_is_read_and_the_stream_continues_after_it():
     bye = request("BYE", A, B, cseq=2)
     assert run(e, tcp_seg(A, B, 101 + len(invite), bye)) == [("established", 1)]
     assert pinholes(e) == [] and errors(e) == 0
+
+
+def test_tcp_picked_up_mid_stream_reads_from_the_next_message_start():
+    from tests.sipmsg import response
+    e = engine()
+    old = request("INVITE", A, B, call="before", body=sdp(A, ("audio", 3000)))
+    invite = request("INVITE", A, B, call="c1", body=sdp(A, ("audio", 4000)))
+    # fwd starts (or restarts) while the call's TCP signalling is under way: the first segment
+    # it sees ends an earlier message, then a whole INVITE follows
+    assert run(e, tcp_seg(A, B, 5000, old[60:] + invite)) == [("new", 1)]
+    ok = response(200, "INVITE", B, A, call="c1", body=sdp(B, ("audio", 6000)))
+    assert run(e, tcp_seg(B, A, 9000, b"ength: 0\r\n\r\n" + ok, sport=5060, dport=40000)) == \
+        [("established", 1)]
+    assert pinholes(e) == [(A, B, 6000, "audio"), (A, B, 6001, "audio"),
+                           (B, A, 4000, "audio"), (B, A, 4001, "audio")]
+    assert errors(e) == 0
+    # in step from there on: junk is an error again
+    assert run(e, tcp_seg(A, B, 5000 + len(old) - 60 + len(invite), b"junk\r\n\r\n")) == \
+        [("established", 0)]
+
+
+def test_tcp_from_its_syn_is_strict_from_the_first_byte():
+    e = engine()
+    run(e, tcp(A, B, 40000, 5060, "S"), tcp(B, A, 5060, 40000, "SA"), tcp(A, B, 40000, 5060, "A"))
+    old = request("INVITE", A, B, call="before", body=sdp(A, ("audio", 3000)))
+    assert run(e, tcp_seg(A, B, 1, old[60:])) == [("established", 0)]
+    assert errors(e) == 1

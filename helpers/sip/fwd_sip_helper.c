@@ -307,7 +307,8 @@ static bool same_as_read(const struct sip_tcp_dir *d, uint32_t seq, const uint8_
  * resent copy is read (and judged) again, never passed as "already read".  A segment behind the
  * stream position must repeat what was read; one ahead of it (bytes missing before it) is not
  * read: with on_error "drop" the sender resends in order, with "accept" the stream restarts
- * there and looks for the next message start. */
+ * there and looks for the next message start.  On a connection picked up mid-stream each
+ * direction starts reading at its first message start. */
 static int tcp_segment(struct fwd_helper_ctx *ctx, struct sip_conn *c)
 {
 	const uint8_t *tcp = ctx->l4;
@@ -326,6 +327,8 @@ static int tcp_segment(struct fwd_helper_ctx *ctx, struct sip_conn *c)
 		if (!d)
 			return -ENOMEM;
 		fwd_sip_stream_reset(&d->stream);
+		if (ctx->midstream) /* joined mid-stream: read from the next message start */
+			fwd_sip_stream_resync(&d->stream);
 		d->started = false;
 		d->known = 0;
 	}
