@@ -215,10 +215,20 @@ class Lab:
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-            raise BenchError(f"{what} still running after {timeout} s; stderr: {err.strip()}")
+            raise BenchError(f"{what} still running after {timeout} s; stderr: "
+                             f"{(err or '').strip()}")
         if proc.returncode != 0:
-            raise BenchError(f"{what} exited {proc.returncode}: {err.strip()}")
+            raise BenchError(f"{what} exited {proc.returncode}: {(err or '').strip()}")
         return out
+
+    def end_strays(self, keep: tuple[subprocess.Popen, ...] = ()) -> None:
+        """Kill every process started here that still runs, except the anchor and `keep`: what a
+        failed measurement left behind (a sink still bound to its port, a sender) must not make
+        the next one fail."""
+        for proc in self.procs:
+            if proc not in keep and proc is not self.anchor and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     def close(self) -> None:
         for proc in self.procs:
@@ -479,12 +489,14 @@ def measure(lab: Lab, c: Consumer, args, srcs: list[str], rep: int,
             except BenchError as err:
                 notes.append(f"repeat {rep} {c.key} {method}: {err}")
                 out.append((method, None))
+                lab.end_strays(keep=(proc,))
     finally:
         try:
             seen = lab.stop_consumer(proc, c)
         except BenchError as err:
             notes.append(f"repeat {rep} {c.key} stop: {err}")
             seen = {}
+        lab.end_strays()
     if seen.get("enobufs"):
         notes.append(f"repeat {rep} {c.key}: {seen['enobufs']} ENOBUFS")
     return out

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /* sink: UDP receiver that times delivery, for the queue benchmarks.
  *
- *   sink --port P [--count N] [--idle-ms MS] [--timeout S] [--progress FILE]
+ *   sink --port P [--tcp] [--count N] [--idle-ms MS] [--timeout S] [--progress FILE]
  *
- * Binds 0.0.0.0:P with a large receive buffer, prints "ready" once bound, then receives in
+ * Binds 0.0.0.0:P with a large receive buffer (--tcp: a raw TCP socket that counts the
+ * segments to port P, e.g. the SYNs of bench/newconn; nothing answers them here), prints "ready" once bound, then receives in
  * batches (recvmmsg) until N packets have arrived, or no packet came for MS milliseconds
  * (default 300) after the first one, or S seconds have passed (default 30), or SIGTERM.
  * --progress FILE: keeps the running count in FILE (a uint64, created here) for blast's closed
@@ -63,6 +64,24 @@ static unsigned long number(const char *s, unsigned long max)
 	return v;
 }
 
+/* Of n raw IPv4 TCP segments received, how many go to port (the others are not counted). */
+static int to_port(const struct mmsghdr *msgs, int n, unsigned long port)
+{
+	int hits = 0;
+
+	for (int i = 0; i < n; i++) {
+		const unsigned char *p = msgs[i].msg_hdr.msg_iov->iov_base;
+		size_t len = msgs[i].msg_len, ihl;
+
+		if (len < 20)
+			continue;
+		ihl = (p[0] & 0x0f) * 4u;
+		if (ihl >= 20 && len >= ihl + 4 && (unsigned long)((p[ihl + 2] << 8) | p[ihl + 3]) == port)
+			hits++;
+	}
+	return hits;
+}
+
 static volatile uint64_t *map_progress(const char *path)
 {
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
@@ -81,6 +100,7 @@ int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "port", required_argument, NULL, 'p' },
+		{ "tcp", no_argument, NULL, 'T' },
 		{ "count", required_argument, NULL, 'n' },
 		{ "idle-ms", required_argument, NULL, 'i' },
 		{ "timeout", required_argument, NULL, 't' },
@@ -91,11 +111,12 @@ int main(int argc, char **argv)
 	unsigned long long want = ~0ULL;
 	double timeout = 30;
 	const char *progress_path = NULL;
-	int c;
+	int c, tcp = 0;
 
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p': port = number(optarg, 65535); break;
+		case 'T': tcp = 1; break;
 		case 'n': want = number(optarg, 1UL << 40); break;
 		case 'i': idle_ms = number(optarg, 60000); break;
 		case 't': timeout = atof(optarg); break;
@@ -104,12 +125,12 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!port || timeout <= 0) {
-		fprintf(stderr, "usage: sink --port P [--count N] [--idle-ms MS] [--timeout S] "
+		fprintf(stderr, "usage: sink --port P [--tcp] [--count N] [--idle-ms MS] [--timeout S] "
 			"[--progress FILE]\n");
 		return 2;
 	}
 	struct sigaction sa = { .sa_handler = on_signal };
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	int fd = tcp ? socket(AF_INET, SOCK_RAW, IPPROTO_TCP) : socket(AF_INET, SOCK_DGRAM, 0);
 	int size = 64 << 20;
 	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port),
 				    .sin_addr.s_addr = htonl(INADDR_ANY) };
@@ -117,7 +138,7 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0 ||
-	    bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+	    (!tcp && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0))
 		die("socket");
 	volatile uint64_t *progress = progress_path ? map_progress(progress_path) : NULL;
 
@@ -156,6 +177,10 @@ int main(int argc, char **argv)
 				continue;
 			die("recvmmsg");
 		}
+		if (tcp)
+			n = to_port(msgs, n, port);
+		if (!n)
+			continue;
 		last = now();
 		if (!count)
 			first = last;
