@@ -187,11 +187,12 @@ def _ksoftirqd() -> list[int]:
 KSOFTIRQD = _ksoftirqd()
 
 
-def runtime(pid: int | None) -> float:
-    """CPU seconds used so far by the threads of pid (scheduler runtime, ns precise), plus the
-    ksoftirqd threads (softirq work the kernel deferred from whoever raised it)."""
+def runtime(pid: int | None, softirqd: bool = True) -> float:
+    """CPU seconds used so far by the threads of pid (scheduler runtime, ns precise, with the
+    softirq work run in their context), plus, unless softirqd is false, the ksoftirqd threads
+    (softirq work the kernel deferred from whoever raised it)."""
     total = 0
-    for p in KSOFTIRQD + ([pid] if pid else []):
+    for p in (KSOFTIRQD if softirqd else []) + ([pid] if pid else []):
         try:
             for tid in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{tid}/schedstat") as f:

@@ -1,0 +1,358 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""SIP call load through a router namespace: fwd's SIP helper against the kernel's nf_conntrack_sip.
+
+    .venv/bin/python bench/sip_load.py [--rates 25,50,100,200] [--seconds 10] [--quick]
+
+A sipp caller (client namespace) calls a sipp callee (server namespace) through the fw
+namespace, which routes with a default-drop stateful policy: FORWARD drops, except established
+and related packets and new UDP to port 5060.  Each call has its own signalling flow (`sipp -t
+un`) and its own media ports ([auto_media_port]); after the ACK both sides play 1.8 s of RTP
+(cut from the g711a.pcap that Debian's sip-tester installs in /usr/share/sip-tester), the caller
+hangs up after 2 s.  RTP passes only through the expectations the helper opened from the SDP.
+sipp runs at nice 10 so that the router wins the CPU.
+
+Routers, measured one after the other at each rate (same run, same box):
+  kernel  iptables in the fw namespace: raw PREROUTING `-p udp --dport 5060 -j CT --helper sip`,
+          FORWARD policy DROP, ESTABLISHED,RELATED accept, NEW udp dport 5060 accept
+  fwd     FORWARD -j NFQUEUE to fwd (native, 1 queue, fail-open off) with the same policy and
+          the SIP helper of etc/helpers.d/sip.toml; started afresh for every rate
+
+Per rate and router: calls ok / failed (sipp's own statistics), RTP packets sent and lost per
+direction (iptables counters in both endpoint namespaces), expectations at peak (sampled each
+second: /proc/net/nf_conntrack_expect of the fw namespace, or fwd's fwd_expect_entries) and
+left 3 s after the last call, queue drops (the kernel's counters of fwd's queue), fwd's CPU
+seconds (per call) and RSS, how busy the whole machine was.  Everything runs in namespaces made
+here and is removed at exit, also on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nfq_bench as nb  # noqa: E402
+import newconn_bench as ncb  # noqa: E402
+from nfq_bench import QUEUE, BenchError, Consumer, Lab  # noqa: E402
+
+REPO = nb.REPO
+SIPP_DATA = Path("/usr/share/sip-tester")   # Debian's sip-tester: g711a.pcap and friends
+MEDIA_SECONDS = 1.8
+CALL_SECONDS = 2.0
+LINGER = 3.0           # seconds after the last call before "left after" is read
+NICE = "10"
+
+FWD_POLICY = """
+[policy]
+default = "drop"
+
+[[policy.rule]]
+name = "established"
+ct_state = ["established", "related"]
+verdict = "accept"
+
+[[policy.rule]]
+name = "sip"
+ct_state = ["new"]
+proto = "udp"
+dport = 5060
+verdict = "accept"
+"""
+
+
+def fwd_text() -> str:
+    return "\n".join([
+        f'[helpers]\ndir = "{REPO / "etc" / "helpers.d"}"\n',
+        "[queue]", f"num = {QUEUE}", "count = 1", 'io = "native"', "install_rules = false",
+        f"max_len = {nb.FULL_QUEUE}", "fail_open = false", "",
+        "[log]", 'level = "warning"', "",
+        "[metrics]", f'listen = "127.0.0.1:{ncb.METRICS_PORT}"', "",
+        "[control]", 'socket = ""', FWD_POLICY])
+
+
+def media_pcap(out: Path, seconds: float = MEDIA_SECONDS) -> int:
+    """The first `seconds` of sipp's g711a.pcap (classic pcap) into out; its packet count."""
+    data = (SIPP_DATA / "g711a.pcap").read_bytes()
+    magic = data[:4]
+    endian = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">"}.get(magic)
+    if endian is None:
+        raise BenchError(f"{SIPP_DATA / 'g711a.pcap'}: not a classic pcap file")
+    pos, first, keep, n = 24, None, [data[:24]], 0
+    while pos + 16 <= len(data):
+        sec, usec, incl, _ = struct.unpack(endian + "IIII", data[pos:pos + 16])
+        t = sec + usec / 1e6
+        first = t if first is None else first
+        if t - first >= seconds:
+            break
+        keep.append(data[pos:pos + 16 + incl])
+        pos += 16 + incl
+        n += 1
+    out.write_bytes(b"".join(keep))
+    return n
+
+
+class SipLab:
+    def __init__(self, lab: Lab, args) -> None:
+        self.lab, self.args, self.t = lab, args, lab.topo
+        self.scratch = lab.scratch
+        self.media_packets = media_pcap(self.scratch / "media.pcap")
+        for name in ("uac.xml", "uas.xml"):
+            (self.scratch / name).write_text((REPO / "bench" / "sip" / name).read_text())
+        # Endpoints count RTP (every UDP packet not to or from 5060) and do not answer it with
+        # ICMP port unreachable (sipp plays the media from raw sockets; nothing listens).
+        for ns in (self.t.client, self.t.server):
+            for chain in ("INPUT", "OUTPUT"):
+                self.t.run(ns, ["iptables", "-w", "-A", chain, "-p", "udp", "-m", "multiport",
+                                "!", "--ports", "5060", "-j", "ACCEPT"])
+            self.t.run(ns, ["iptables", "-w", "-A", "OUTPUT", "-p", "icmp", "--icmp-type",
+                            "port-unreachable", "-j", "DROP"])
+
+    def rtp_counts(self) -> dict[str, int]:
+        out = {}
+        for side, ns in (("caller", self.t.client), ("callee", self.t.server)):
+            for chain in ("INPUT", "OUTPUT"):
+                rows = self.t.run(ns, ["iptables", "-w", "-nvxL", chain]).stdout.splitlines()
+                out[f"{side}_{chain.lower()}"] = int(rows[2].split()[0])
+        return out
+
+    def zero_counts(self) -> None:
+        for ns in (self.t.client, self.t.server):
+            self.t.run(ns, ["iptables", "-w", "-Z"])
+
+    # routers
+    def kernel_rules(self, on: bool) -> None:
+        fw = self.t.fw
+        for table in ("filter", "raw"):
+            self.t.run(fw, ["iptables", "-w", "-t", table, "-F"])
+        self.t.run(fw, ["iptables", "-w", "-P", "FORWARD", "DROP" if on else "ACCEPT"])
+        if on:
+            for rule in (["-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", "5060",
+                          "-j", "CT", "--helper", "sip"],
+                         ["-A", "FORWARD", "-m", "conntrack", "--ctstate",
+                          "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+                         ["-A", "FORWARD", "-p", "udp", "--dport", "5060", "-m", "conntrack",
+                          "--ctstate", "NEW", "-j", "ACCEPT"]):
+                self.t.run(fw, ["iptables", "-w", *rule])
+        self.t.run(fw, ["conntrack", "-F"], check=False)
+
+    def kernel_expectations(self) -> int:
+        with open(f"/proc/{self.lab.anchor.pid}/net/nf_conntrack_expect") as f:
+            return sum(1 for line in f if line.strip())
+
+    # sipp
+    def sipp(self, ns: str, argv: list[str]):
+        # -max_socket: sipp refuses to start when its default (50000) exceeds the file limit.
+        proc = self.t.popen(ns, ["nice", "-n", NICE, "sipp", *argv, "-max_socket", "10000"],
+                            cwd=self.scratch,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lab.procs.append(proc)
+        return proc
+
+    def step(self, router: str, rate: int) -> dict:
+        secs, calls = self.args.seconds, int(rate * self.args.seconds)
+        stat = self.scratch / f"uac-{router}-{rate}.csv"
+        fwd = None
+        if router == "fwd":
+            self.kernel_rules(False)
+            self.lab.set_rule(1)
+            path = self.scratch / "fwd-sip.toml"
+            path.write_text(fwd_text())
+            fwd = self.lab.start_consumer(Consumer(
+                "fwd-sip", "fwd, SIP helper", 1, nb.FULL_QUEUE,
+                lambda q, _: [nb.PY, "-m", "fwd", "run", "--config", str(path)]))
+            time.sleep(0.5)
+        else:
+            self.lab.set_rule(None)
+            self.kernel_rules(True)
+        perf = None
+        if fwd and rate == self.args.perf:
+            perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-p",
+                                     str(fwd.pid), "-o", str(self.scratch / "perf.data")],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            self.lab.procs.append(perf)
+            time.sleep(0.5)
+        try:
+            row = self._calls(router, rate, secs, calls, stat, fwd)
+            if perf:
+                perf.send_signal(signal.SIGINT)
+                perf.communicate(timeout=60)
+                self.perf_report(row)
+            return row
+        finally:
+            if fwd:
+                try:
+                    self.lab.stop_consumer(fwd, Consumer("fwd-sip", "", 1, 0, lambda *_: []))
+                except BenchError as err:
+                    print(f"note: fwd stop: {err}", file=sys.stderr)
+            self.lab.end_strays()
+            self.kernel_rules(False)
+            self.lab.set_rule(None)
+
+    def perf_report(self, row: dict) -> None:
+        """Flat profiles (by DSO, by symbol) of the fwd step just recorded, to build/bench/."""
+        def flat(sort: str) -> str:
+            return subprocess.run(["perf", "report", "-i", str(self.scratch / "perf.data"),
+                                   "--stdio", "--no-children", "--sort", sort, "-g", "none",
+                                   "--percent-limit", "0.3"],
+                                  capture_output=True, text=True, timeout=300).stdout
+        out = nb.TOOLS / "perf-sip.txt"
+        out.write_text(f"# perf record -e cpu-clock -g of fwd at {row['rate']} calls/s "
+                       f"({row['ok']} calls ok, fwd CPU {row.get('fwd_cpu', 0):.2f} s)\n"
+                       f"# command: {' '.join(sys.argv)}\n{flat('dso')}\n{flat('dso,symbol')}")
+        print(f"note: perf profile in {out.relative_to(REPO)}", flush=True)
+
+    def _expectations(self, fwd) -> int:
+        if fwd is None:
+            return self.kernel_expectations()
+        return int(ncb.scrape(self.lab).get("fwd_expect_entries", 0))
+
+    def _calls(self, router, rate, secs, calls, stat, fwd) -> dict:
+        uas = self.sipp(self.t.server, ["-sf", "uas.xml", "-i", nb.SERVER4, "-p", "5060",
+                                        "-mi", nb.SERVER4, "-mp", "20000", "-nostdin"])
+        time.sleep(0.5)
+        if uas.poll() is not None:
+            raise BenchError(f"sipp callee exited {uas.returncode}: {uas.stderr.read()[-500:]}")
+        self.zero_counts()
+        q0 = self.lab.queue_stats().get(QUEUE)
+        cpu0 = ncb.runtime(fwd.pid, softirqd=False) if fwd else 0.0
+        box0, soft0, t0 = nb.cpu_times(), softirq_seconds(), time.monotonic()
+        uac = self.sipp(self.t.client, [
+            f"{nb.SERVER4}:5060", "-sf", "uac.xml", "-i", nb.CLIENT4, "-t", "un",
+            "-mi", nb.CLIENT4, "-mp", "30000", "-r", str(rate), "-m", str(calls),
+            "-timeout", f"{int(secs + 30)}s", "-trace_stat", "-stf", str(stat), "-fd", "1",
+            "-nostdin"])
+        peak = 0
+        while uac.poll() is None:
+            peak = max(peak, self._expectations(fwd))
+            time.sleep(1)
+            if time.monotonic() - t0 > secs + 60:
+                raise BenchError("sipp caller did not finish")
+        wall = time.monotonic() - t0
+        box, soft = nb.cpu_times(), softirq_seconds() - soft0
+        time.sleep(LINGER)
+        left = self._expectations(fwd)
+        q1 = self.lab.queue_stats().get(QUEUE)
+        rtp = self.rtp_counts()
+        ok, failed = sipp_calls(stat)
+        if not ok and not failed:
+            raise BenchError(f"sipp caller exited {uac.returncode}, no statistics: "
+                             f"{uac.stderr.read()[-800:]}")
+        out = {"router": router, "rate": rate, "calls": calls, "ok": ok, "failed": failed,
+               "rtp_sent_caller": rtp["caller_output"], "rtp_sent_callee": rtp["callee_output"],
+               "rtp_lost_to_callee": rtp["caller_output"] - rtp["callee_input"],
+               "rtp_lost_to_caller": rtp["callee_output"] - rtp["caller_input"],
+               "expect_peak": peak, "expect_left": left, "wall": wall,
+               "box_busy_cpus": (box[0] - box0[0]) / wall, "softirq_cpu": soft,
+               "sipp_exit": uac.returncode}
+        if fwd:
+            out["qdrop"] = (q1.dropped - q0.dropped) + (q1.user_dropped - q0.user_dropped)
+            out["fwd_cpu"] = ncb.runtime(fwd.pid, softirqd=False) - cpu0
+            with open(f"/proc/{fwd.pid}/status") as f:
+                st = dict(line.split(":", 1) for line in f)
+            out["fwd_rss_mib"] = int(st["VmRSS"].split()[0]) / 1024
+            out["fwd_hwm_mib"] = int(st["VmHWM"].split()[0]) / 1024
+            m = ncb.scrape(self.lab)
+            out["expect_refused"] = m.get("fwd_expect_refused_total", 0)
+            out["expect_created"] = m.get("fwd_expect_created_total", 0)
+        return out
+
+
+def softirq_seconds() -> float:
+    """Softirq CPU seconds of the whole machine so far (/proc/stat, sampled at the tick): where
+    the kernel router's work is accounted (in whatever task's context it ran)."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def sipp_calls(stat: Path) -> tuple[int, int]:
+    """(successful, failed) calls from the last line of sipp's -trace_stat file."""
+    try:
+        rows = [r.split(";") for r in stat.read_text().splitlines() if r.strip()]
+    except OSError:
+        return 0, 0
+    head, last = rows[0], rows[-1]
+    return int(last[head.index("SuccessfulCall(C)")]), int(last[head.index("FailedCall(C)")])
+
+
+def report(rows: list[dict], args) -> str:
+    out = [f"{'router':7} {'calls/s':>7} {'calls':>6} {'ok':>6} {'failed':>6} "
+           f"{'RTP sent c>s/s>c':>17} {'lost c>s':>8} {'lost s>c':>8} {'exp peak':>8} "
+           f"{'left':>5} {'qdrop':>6} {'fwd CPU s':>9} {'ms/call':>7} {'RSS MiB':>7} "
+           f"{'softirq s':>9} {'ms/call':>7} {'box CPUs':>8}"]
+    for r in rows:
+        fwd = r["router"] == "fwd"
+        out.append(
+            f"{r['router']:7} {r['rate']:7} {r['calls']:6} {r['ok']:6} {r['failed']:6} "
+            f"{r['rtp_sent_caller']:>8}/{r['rtp_sent_callee']:<8} {r['rtp_lost_to_callee']:8} "
+            f"{r['rtp_lost_to_caller']:8} {r['expect_peak']:8} {r['expect_left']:5} "
+            + (f"{r['qdrop']:6} {r['fwd_cpu']:9.2f} {r['fwd_cpu'] / max(r['ok'], 1) * 1e3:7.2f} "
+               f"{r['fwd_rss_mib']:7.1f} " if fwd else f"{'-':>6} {'-':>9} {'-':>7} {'-':>7} ")
+            + f"{r['softirq_cpu']:9.2f} {r['softirq_cpu'] / max(r['ok'], 1) * 1e3:7.2f} "
+              f"{r['box_busy_cpus']:8.2f}")
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("--rates", default="25,50,100,200", help="calls per second, stepped")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds of calls per step")
+    parser.add_argument("--routers", default="kernel,fwd")
+    parser.add_argument("--quick", action="store_true", help="rates 10,40 for 4 s each")
+    parser.add_argument("--perf", type=int, metavar="RATE",
+                        help="profile fwd with perf at this rate (build/bench/perf-sip.txt)")
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args()
+    if args.quick:
+        args.rates, args.seconds = "10,40", 4.0
+    rates = [int(r) for r in args.rates.split(",")]
+    routers = args.routers.split(",")
+    if os.geteuid() != 0:
+        parser.error("needs root (network namespaces, iptables inside them)")
+    if not (SIPP_DATA / "g711a.pcap").exists():
+        parser.error(f"{SIPP_DATA / 'g711a.pcap'} missing (apt-get install sip-tester)")
+    nb.exit_on_sigterm()
+    started, cpu_start = time.monotonic(), nb.cpu_times()
+    rows = []
+    lab = Lab("sipb")
+    try:
+        sl = SipLab(lab, args)
+        for rate in rates:
+            for router in routers:
+                try:
+                    row = sl.step(router, rate)
+                except BenchError as err:
+                    print(f"note: {router} at {rate} calls/s: {err}", flush=True)
+                    continue
+                rows.append(row)
+                print(f"  {router:6} {rate:4} calls/s: ok {row['ok']} failed {row['failed']} "
+                      f"RTP lost {row['rtp_lost_to_callee']}/{row['rtp_lost_to_caller']} "
+                      f"expectations peak {row['expect_peak']} left {row['expect_left']}",
+                      flush=True)
+    finally:
+        lab.close()
+    wall = time.monotonic() - started
+    print()
+    print(f"{sl.media_packets} RTP packets per call and direction ({MEDIA_SECONDS} s of "
+          f"g711a.pcap), calls of {CALL_SECONDS} s, {args.seconds:g} s of calls per step")
+    print(report(rows, args))
+    print("fwd CPU: fwd's threads (with the forwarding its verdicts run in softirq); softirq: the "
+          "whole machine's softirq time, tick-sampled (the kernel router's work, and the part "
+          "of fwd's counted in both columns); box CPUs: busy CPUs, other work included")
+    print(f"note: {nb.load_note(cpu_start, wall)}")
+    print(f"{wall:.0f} s; command: {' '.join(sys.argv)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
