@@ -101,6 +101,11 @@ bench: build
 	$(PY) bench/nfq_bench.py $(BENCH_ARGS)
 	$(PY) bench/latency.py $(LATENCY_ARGS)
 
+# New connections and SIP calls against the kernel's conntrack (bench/README.md), one command each.
+.PHONY: bench-newconn bench-sip
+bench-newconn bench-sip: build
+	$(MAKE) -C bench $(@:bench-%=%) PY=$(abspath $(PY)) ARGS="$(BENCH_ARGS)"
+
 clean:
 	rm -rf build $(VENV) fwd/*.so *.egg-info
 

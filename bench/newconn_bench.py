@@ -448,7 +448,7 @@ while True:
 """
 
 
-def latency(lab, traffic, path: str, rate: float | None, args) -> dict:
+def latency(lab, traffic, rate: float | None, args, keep=()) -> dict:
     """p50/p99 round trips, established and new, with `rate` new connections/s behind them."""
     echo = lab.start(lab.topo.server, [nb.PY, "-c", ECHO, str(PORT + 1)])
     if echo.stdout.readline().strip() != "ready":
@@ -474,7 +474,7 @@ def latency(lab, traffic, path: str, rate: float | None, args) -> dict:
                          "p50_us": rtts[len(rtts) // 2] / 1e3 if rtts else None,
                          "p99_us": rtts[int(len(rtts) * 0.99)] / 1e3 if rtts else None}
     finally:
-        lab.end_strays()
+        lab.end_strays(keep=keep)
     return out
 
 
@@ -484,17 +484,18 @@ def measure_latency(lab, traffic, args, res, d_rate: float | None) -> None:
     # Pings to the echo port (new from the client subnet: accepted by both policies).
     kernel_rules(lab, None)
     lab.set_rule(None)
-    res.latency["none, idle"] = latency(lab, traffic, "none", None, args)
+    res.latency["none, idle"] = latency(lab, traffic, None, args)
     kernel_rules(lab, "k")
+    res.latency["kernel conntrack, idle"] = latency(lab, traffic, None, args)
     res.latency[f"kernel conntrack, {rate or 0:.0f} new conn/s"] = latency(
-        lab, traffic, "k", rate, args)
+        lab, traffic, rate, args)
     kernel_rules(lab, None)
     lab.set_rule(1)
     proc = lab.start_consumer(c)
     try:
-        res.latency["fwd d, idle"] = latency(lab, traffic, "d", None, args)
-        res.latency[f"fwd d, {rate or 0:.0f} new conn/s"] = latency(lab, traffic, "d", rate,
-                                                                     args)
+        res.latency["fwd d, idle"] = latency(lab, traffic, None, args, keep=(proc,))
+        res.latency[f"fwd d, {rate or 0:.0f} new conn/s"] = latency(lab, traffic, rate, args,
+                                                                     keep=(proc,))
     finally:
         lab.stop_consumer(proc, c)
         lab.end_strays()

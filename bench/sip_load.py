@@ -174,7 +174,7 @@ class SipLab:
         perf = None
         if fwd and rate == self.args.perf:
             perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-p",
-                                     str(fwd.pid), "-o", str(self.scratch / "perf.data")],
+                                     str(fwd.pid), "-o", str(nb.TOOLS / "perf-sip.data")],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             self.lab.procs.append(perf)
             time.sleep(0.5)
@@ -198,7 +198,7 @@ class SipLab:
     def perf_report(self, row: dict) -> None:
         """Flat profiles (by DSO, by symbol) of the fwd step just recorded, to build/bench/."""
         def flat(sort: str) -> str:
-            return subprocess.run(["perf", "report", "-i", str(self.scratch / "perf.data"),
+            return subprocess.run(["perf", "report", "-i", str(nb.TOOLS / "perf-sip.data"),
                                    "--stdio", "--no-children", "--sort", sort, "-g", "none",
                                    "--percent-limit", "0.3"],
                                   capture_output=True, text=True, timeout=300).stdout

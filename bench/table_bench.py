@@ -16,8 +16,13 @@ import gc
 import statistics
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from fwd import _core
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nfq_bench  # noqa: E402  (its machine-load note)
 
 TARGET_LOOKUPS, TARGET_INSERTS, TARGET_BYTES = 10e6, 2e6, 192
 
@@ -62,6 +67,7 @@ def main() -> int:
     a = p.parse_args()
     configs = [(t, s) for t in map(int, a.threads.split(",")) for s in (1, 1024)]
     runs: dict[tuple[int, int], list[dict]] = {c: [] for c in configs}
+    started, cpu_start = time.monotonic(), nfq_bench.cpu_times()
     for _ in range(a.repeats):
         for c in configs:
             gc.collect()
@@ -97,6 +103,7 @@ def main() -> int:
         b = memory_per_connection(a.memory)
         print(f"memory: {b:.0f} bytes per tracked connection at {a.memory} connections "
               f"(target <= {TARGET_BYTES}: {'met' if b <= TARGET_BYTES else 'missed'})")
+    print(f"note: {nfq_bench.load_note(cpu_start, time.monotonic() - started)}")
     return 0
 
 
