@@ -105,26 +105,31 @@ class SipLab:
         self.media_packets = media_pcap(self.scratch / "media.pcap")
         for name in ("uac.xml", "uas.xml"):
             (self.scratch / name).write_text((REPO / "bench" / "sip" / name).read_text())
-        # Endpoints count RTP (every UDP packet not to or from 5060) and do not answer it with
-        # ICMP port unreachable (sipp plays the media from raw sockets; nothing listens).
+        # Endpoints count RTP (every UDP packet not to or from 5060): sent in OUTPUT, received
+        # in raw PREROUTING, where it is also dropped.  sipp plays media from raw sockets and
+        # listens on no media port, so delivering RTP would only cost the endpoint an ICMP port
+        # unreachable and a walk over sipp's raw sockets per packet, in the softirq of whoever
+        # forwarded it (the router: fwd's verdict, or the kernel's forwarding).
+        rtp = ["-p", "udp", "-m", "multiport", "!", "--ports", "5060"]
         for ns in (self.t.client, self.t.server):
-            for chain in ("INPUT", "OUTPUT"):
-                self.t.run(ns, ["iptables", "-w", "-A", chain, "-p", "udp", "-m", "multiport",
-                                "!", "--ports", "5060", "-j", "ACCEPT"])
-            self.t.run(ns, ["iptables", "-w", "-A", "OUTPUT", "-p", "icmp", "--icmp-type",
-                            "port-unreachable", "-j", "DROP"])
+            self.t.run(ns, ["iptables", "-w", "-A", "OUTPUT", *rtp, "-j", "ACCEPT"])
+            self.t.run(ns, ["iptables", "-w", "-t", "raw", "-A", "PREROUTING", *rtp,
+                            "-j", "DROP"])
 
     def rtp_counts(self) -> dict[str, int]:
         out = {}
         for side, ns in (("caller", self.t.client), ("callee", self.t.server)):
-            for chain in ("INPUT", "OUTPUT"):
-                rows = self.t.run(ns, ["iptables", "-w", "-nvxL", chain]).stdout.splitlines()
-                out[f"{side}_{chain.lower()}"] = int(rows[2].split()[0])
+            for table, chain in (("raw", "PREROUTING"), ("filter", "OUTPUT")):
+                rows = self.t.run(ns, ["iptables", "-w", "-t", table, "-nvxL", chain]
+                                  ).stdout.splitlines()
+                out[f"{side}_{'input' if chain == 'PREROUTING' else 'output'}"] = int(
+                    rows[2].split()[0])
         return out
 
     def zero_counts(self) -> None:
         for ns in (self.t.client, self.t.server):
-            self.t.run(ns, ["iptables", "-w", "-Z"])
+            for table in ("raw", "filter"):
+                self.t.run(ns, ["iptables", "-w", "-t", table, "-Z"])
 
     # routers
     def kernel_rules(self, on: bool) -> None:
@@ -176,13 +181,26 @@ class SipLab:
             perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-p",
                                      str(fwd.pid), "-o", str(nb.TOOLS / "perf-sip.data")],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            self.lab.procs.append(perf)
+            events = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{n}" for n in SYSCALLS]
+            pstat = subprocess.Popen(["perf", "stat", "-x", ",", "-o",
+                                      str(self.scratch / "perf-stat.txt"), "-p", str(fwd.pid),
+                                      *[a for e in events for a in ("-e", e)]],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            self.lab.procs += [perf, pstat]
             time.sleep(0.5)
+            verdicts0 = verdicts(ncb.scrape(self.lab))
         try:
             row = self._calls(router, rate, secs, calls, stat, fwd)
             if perf:
-                perf.send_signal(signal.SIGINT)
-                perf.communicate(timeout=60)
+                row["packets"] = verdicts(ncb.scrape(self.lab)) - verdicts0
+                for p in (perf, pstat):
+                    p.send_signal(signal.SIGINT)
+                    p.communicate(timeout=60)
+                row["syscalls"] = {}
+                for line in (self.scratch / "perf-stat.txt").read_text().splitlines():
+                    f = line.split(",")
+                    if len(f) > 2 and f[0].strip().isdigit():
+                        row["syscalls"][f[2].split("sys_enter_")[-1].split(":")[-1]] = int(f[0])
                 self.perf_report(row)
             return row
         finally:
@@ -197,15 +215,20 @@ class SipLab:
 
     def perf_report(self, row: dict) -> None:
         """Flat profiles (by DSO, by symbol) of the fwd step just recorded, to build/bench/."""
-        def flat(sort: str) -> str:
+        def flat(sort: str, children: str = "--no-children") -> str:
             return subprocess.run(["perf", "report", "-i", str(nb.TOOLS / "perf-sip.data"),
-                                   "--stdio", "--no-children", "--sort", sort, "-g", "none",
-                                   "--percent-limit", "0.3"],
+                                   "--stdio", children, "--sort", sort, "-g", "none",
+                                   "--percent-limit", "0.3" if children != "--children" else "3"],
                                   capture_output=True, text=True, timeout=300).stdout
         out = nb.TOOLS / "perf-sip.txt"
+        per = {k: v / max(row["packets"], 1) for k, v in row["syscalls"].items()}
         out.write_text(f"# perf record -e cpu-clock -g of fwd at {row['rate']} calls/s "
                        f"({row['ok']} calls ok, fwd CPU {row.get('fwd_cpu', 0):.2f} s)\n"
-                       f"# command: {' '.join(sys.argv)}\n{flat('dso')}\n{flat('dso,symbol')}")
+                       f"# {row['packets']} packets got a verdict; syscalls per packet: "
+                       + ", ".join(f"{k} {v:.3f}" for k, v in per.items()) + "\n"
+                       f"# command: {' '.join(sys.argv)}\n"
+                       f"{flat('comm')}\n{flat('dso')}\n{flat('symbol', '--children')}\n"
+                       f"{flat('dso,symbol')}")
         print(f"note: perf profile in {out.relative_to(REPO)}", flush=True)
 
     def _expectations(self, fwd) -> int:
@@ -262,6 +285,14 @@ class SipLab:
             out["expect_refused"] = m.get("fwd_expect_refused_total", 0)
             out["expect_created"] = m.get("fwd_expect_created_total", 0)
         return out
+
+
+SYSCALLS = ("poll", "ppoll", "epoll_wait", "recvmmsg", "recvmsg", "sendmsg", "sendmmsg", "read",
+            "write", "futex", "clock_gettime")
+
+
+def verdicts(metrics: dict) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith("fwd_verdicts_total"))
 
 
 def softirq_seconds() -> float:
