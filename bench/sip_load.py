@@ -175,7 +175,7 @@ class SipLab:
             time.sleep(0.5)
         else:
             self.lab.set_rule(None)
-            self.kernel_rules(True)
+            self.kernel_rules(router == "kernel")
         perf = None
         if fwd and rate == self.args.perf:
             perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-p",
@@ -232,7 +232,7 @@ class SipLab:
         print(f"note: perf profile in {out.relative_to(REPO)}", flush=True)
 
     def _expectations(self, fwd) -> int:
-        if fwd is None:
+        if fwd is None:  # the kernel's (none without its rules)
             return self.kernel_expectations()
         return int(ncb.scrape(self.lab).get("fwd_expect_entries", 0))
 
@@ -245,6 +245,7 @@ class SipLab:
         self.zero_counts()
         q0 = self.lab.queue_stats().get(QUEUE)
         cpu0 = ncb.runtime(fwd.pid, softirqd=False) if fwd else 0.0
+        uas0, softd0 = ncb.runtime(uas.pid, softirqd=False), ncb.runtime(None)
         box0, soft0, t0 = nb.cpu_times(), softirq_seconds(), time.monotonic()
         uac = self.sipp(self.t.client, [
             f"{nb.SERVER4}:5060", "-sf", "uac.xml", "-i", nb.CLIENT4, "-t", "un",
@@ -252,13 +253,16 @@ class SipLab:
             "-timeout", f"{int(secs + 30)}s", "-trace_stat", "-stf", str(stat), "-fd", "1",
             "-nostdin"])
         peak = 0
-        while uac.poll() is None:
+        while (uac_cpu := reap(uac)) is None:
             peak = max(peak, self._expectations(fwd))
-            time.sleep(1)
+            time.sleep(0.2 if fwd is None else 1)  # a scrape costs fwd a table walk
             if time.monotonic() - t0 > secs + 60:
                 raise BenchError("sipp caller did not finish")
         wall = time.monotonic() - t0
         box, soft = nb.cpu_times(), softirq_seconds() - soft0
+        fwd_cpu = ncb.runtime(fwd.pid, softirqd=False) - cpu0 if fwd else 0.0
+        total = (uac_cpu + ncb.runtime(uas.pid, softirqd=False) - uas0 + ncb.runtime(None)
+                 - softd0 + fwd_cpu)
         time.sleep(LINGER)
         left = self._expectations(fwd)
         q1 = self.lab.queue_stats().get(QUEUE)
@@ -273,10 +277,11 @@ class SipLab:
                "rtp_lost_to_caller": rtp["callee_output"] - rtp["caller_input"],
                "expect_peak": peak, "expect_left": left, "wall": wall,
                "box_busy_cpus": (box[0] - box0[0]) / wall, "softirq_cpu": soft,
+               "total_cpu": total,
                "sipp_exit": uac.returncode}
         if fwd:
             out["qdrop"] = (q1.dropped - q0.dropped) + (q1.user_dropped - q0.user_dropped)
-            out["fwd_cpu"] = ncb.runtime(fwd.pid, softirqd=False) - cpu0
+            out["fwd_cpu"] = fwd_cpu
             with open(f"/proc/{fwd.pid}/status") as f:
                 st = dict(line.split(":", 1) for line in f)
             out["fwd_rss_mib"] = int(st["VmRSS"].split()[0]) / 1024
@@ -289,6 +294,16 @@ class SipLab:
 
 SYSCALLS = ("poll", "ppoll", "epoll_wait", "recvmmsg", "recvmsg", "sendmsg", "sendmmsg", "read",
             "write", "futex", "clock_gettime")
+
+
+def reap(proc) -> float | None:
+    """None while proc runs; once it has ended, its CPU seconds (user + system of the reaped
+    child: the kernel scales them to its precise runtime)."""
+    pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+    if not pid:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ru.ru_utime + ru.ru_stime
 
 
 def verdicts(metrics: dict) -> float:
@@ -313,20 +328,42 @@ def sipp_calls(stat: Path) -> tuple[int, int]:
 
 
 def report(rows: list[dict], args) -> str:
-    out = [f"{'router':7} {'calls/s':>7} {'calls':>6} {'ok':>6} {'failed':>6} "
-           f"{'RTP sent c>s/s>c':>17} {'lost c>s':>8} {'lost s>c':>8} {'exp peak':>8} "
-           f"{'left':>5} {'qdrop':>6} {'fwd CPU s':>9} {'ms/call':>7} {'RSS MiB':>7} "
-           f"{'softirq s':>9} {'ms/call':>7} {'box CPUs':>8}"]
+    def per_call(r, key):
+        return r[key] / max(r["ok"], 1) * 1e3
+
+    out = [f"{'router':7} {'calls/s':>7} {'ok':>6} {'failed':>6} {'RTP sent c>s/s>c':>17} "
+           f"{'lost c>s':>8} {'lost s>c':>8} {'exp peak':>8} {'left':>5} {'qdrop':>6} "
+           f"{'fwd ms/call':>11} {'RSS MiB':>7} {'softirq ms/call':>15} {'all ms/call':>11} "
+           f"{'box CPUs':>8}"]
     for r in rows:
         fwd = r["router"] == "fwd"
         out.append(
-            f"{r['router']:7} {r['rate']:7} {r['calls']:6} {r['ok']:6} {r['failed']:6} "
+            f"{r['router']:7} {r['rate']:7} {r['ok']:6} {r['failed']:6} "
             f"{r['rtp_sent_caller']:>8}/{r['rtp_sent_callee']:<8} {r['rtp_lost_to_callee']:8} "
             f"{r['rtp_lost_to_caller']:8} {r['expect_peak']:8} {r['expect_left']:5} "
-            + (f"{r['qdrop']:6} {r['fwd_cpu']:9.2f} {r['fwd_cpu'] / max(r['ok'], 1) * 1e3:7.2f} "
-               f"{r['fwd_rss_mib']:7.1f} " if fwd else f"{'-':>6} {'-':>9} {'-':>7} {'-':>7} ")
-            + f"{r['softirq_cpu']:9.2f} {r['softirq_cpu'] / max(r['ok'], 1) * 1e3:7.2f} "
+            + (f"{r['qdrop']:6} {per_call(r, 'fwd_cpu'):11.2f} {r['fwd_rss_mib']:7.1f} "
+               if fwd else f"{'-':>6} {'-':>11} {'-':>7} ")
+            + f"{per_call(r, 'softirq_cpu'):15.2f} {per_call(r, 'total_cpu'):11.2f} "
               f"{r['box_busy_cpus']:8.2f}")
+    out.append("")
+    out.append("router CPU per call over plain forwarding (all ms/call minus plain's at the "
+               "same rate):")
+    by = {(r["router"], r["rate"]): r for r in rows}
+    for rate in sorted({r["rate"] for r in rows}):
+        plain, k, f = (by.get((x, rate)) for x in ("plain", "kernel", "fwd"))
+        if not (plain and k and f):
+            continue
+        dk = per_call(k, "total_cpu") - per_call(plain, "total_cpu")
+        df = per_call(f, "total_cpu") - per_call(plain, "total_cpu")
+        out.append(f"  {rate:4} calls/s: kernel +{dk:.2f} ms, fwd +{df:.2f} ms"
+                   + (f" ({df / dk:.1f}x the kernel's)" if dk > 0 else "")
+                   + f"; fwd - kernel {df - dk:+.2f} ms per call")
+    out.append("fwd ms/call: fwd's threads (with the forwarding and delivery its verdicts run "
+               "in softirq).  softirq: the machine's softirq time, tick-sampled (where the "
+               "kernel router's work is accounted; fwd's verdict softirq is in both columns).  "
+               "all: sipp caller + callee + ksoftirqd + fwd, scheduler-precise: the same "
+               "calls and RTP on every router, so differences at one rate are the router's.  "
+               "box CPUs: busy CPUs, other work included.")
     return "\n".join(out)
 
 
@@ -336,7 +373,8 @@ def main() -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("--rates", default="25,50,100,200", help="calls per second, stepped")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of calls per step")
-    parser.add_argument("--routers", default="kernel,fwd")
+    parser.add_argument("--routers", default="plain,kernel,fwd",
+                        help="plain: forwarding only (no rules, no conntrack), the floor")
     parser.add_argument("--quick", action="store_true", help="rates 10,40 for 4 s each")
     parser.add_argument("--perf", type=int, metavar="RATE",
                         help="profile fwd with perf at this rate (build/bench/perf-sip.txt)")
@@ -375,9 +413,6 @@ def main() -> int:
     print(f"{sl.media_packets} RTP packets per call and direction ({MEDIA_SECONDS} s of "
           f"g711a.pcap), calls of {CALL_SECONDS} s, {args.seconds:g} s of calls per step")
     print(report(rows, args))
-    print("fwd CPU: fwd's threads (with the forwarding its verdicts run in softirq); softirq: the "
-          "whole machine's softirq time, tick-sampled (the kernel router's work, and the part "
-          "of fwd's counted in both columns); box CPUs: busy CPUs, other work included")
     print(f"note: {nb.load_note(cpu_start, wall)}")
     print(f"{wall:.0f} s; command: {' '.join(sys.argv)}")
     if args.json:
