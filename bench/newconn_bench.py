@@ -47,7 +47,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -214,17 +213,6 @@ class Drain:
     metrics: dict = field(default_factory=dict)  # deltas of fwd's counters over the drain
 
 
-def _queued(lab: Lab, qs: range) -> int:
-    last, stable = -1, 0
-    while stable < 3:
-        time.sleep(0.01)
-        stats = lab.queue_stats()
-        queued = sum(stats[q].total for q in qs)
-        stable = stable + 1 if queued == last else 0
-        last = queued
-    return last
-
-
 def drain(lab: Lab, traffic: Traffic, proc, c: Consumer, proto: str, count: int,
           is_fwd: bool) -> Drain:
     qs = range(QUEUE, QUEUE + c.queues)
@@ -234,7 +222,7 @@ def drain(lab: Lab, traffic: Traffic, proc, c: Consumer, proto: str, count: int,
     lab.pause(proc)
     before = lab.queue_stats()
     sent = traffic.send(proto, count)["sent"]
-    queued = _queued(lab, qs)
+    queued = nb.wait_queued(lab, qs)
     cpu0 = runtime(proc.pid)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGCONT)
@@ -383,11 +371,6 @@ def rss_kib(pid: int) -> int:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
-def fwd_pid(proc) -> int:
-    """The python process under `ip netns exec` (it execs, so the same pid)."""
-    return proc.pid
-
-
 def measure_memory(lab, traffic, args, res) -> None:
     n = args.mem_conns
     c = fwd_consumer("mem", "fwd native, 1 queue, big table", 1,
@@ -396,13 +379,13 @@ def measure_memory(lab, traffic, args, res) -> None:
     proc = lab.start_consumer(c)
     try:
         time.sleep(0.5)
-        before_m, rss0 = scrape(lab), rss_kib(fwd_pid(proc))
+        before_m, rss0 = scrape(lab), rss_kib(proc.pid)  # ip netns exec execs: fwd's pid
         progress = lab.scratch / "progress"
         sink = traffic.sink("udp", count=n, timeout=600, progress=progress, idle_ms=5000)
         sent = traffic.send("udp", n, "--window", "4096", "--progress", str(progress),
                             timeout=600)
         got = json.loads(lab.finish(sink, 60, "sink"))
-        after_m, rss1 = scrape(lab), rss_kib(fwd_pid(proc))
+        after_m, rss1 = scrape(lab), rss_kib(proc.pid)
     finally:
         lab.stop_consumer(proc, c)
         lab.end_strays()

@@ -369,6 +369,19 @@ def _drops(before: dict[int, QueueStat], after: dict[int, QueueStat], c: Consume
             sum(after[q].user_dropped - before[q].user_dropped for q in qs))
 
 
+def wait_queued(lab: Lab, qs: range) -> int:
+    """Packets waiting in queues qs once their length stops changing: everything sent is then
+    queued (or dropped)."""
+    last, stable = -1, 0
+    while stable < 3:
+        time.sleep(0.01)
+        stats = lab.queue_stats()
+        queued = sum(stats[q].total for q in qs)
+        stable = stable + 1 if queued == last else 0
+        last = queued
+    return last
+
+
 def _drain_round(lab: Lab, proc: subprocess.Popen, c: Consumer, args, srcs: list[str],
                  count: int) -> tuple[Measure, float]:
     """Pause, queue `count` packets, resume; the measure and the seconds from the resume to the
@@ -378,14 +391,7 @@ def _drain_round(lab: Lab, proc: subprocess.Popen, c: Consumer, args, srcs: list
     lab.pause(proc)
     before = lab.queue_stats()
     sent = lab.blast(srcs, count, args.flows, args.size)["sent"]
-    # Everything sent is queued (or dropped) once the queue length stops changing.
-    last, stable = -1, 0
-    while stable < 3:
-        time.sleep(0.01)
-        stats = lab.queue_stats()
-        queued = sum(stats[q].total for q in qs)
-        stable = stable + 1 if queued == last else 0
-        last = queued
+    queued = wait_queued(lab, qs)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGCONT)
     got = json.loads(lab.finish(sink, 60, "sink"))
