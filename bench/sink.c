@@ -4,8 +4,8 @@
  *   sink --port P [--tcp] [--count N] [--idle-ms MS] [--timeout S] [--progress FILE]
  *
  * Binds 0.0.0.0:P with a large receive buffer (--tcp: a raw TCP socket that counts the
- * segments to port P, e.g. the SYNs of bench/newconn; nothing answers them here), prints "ready" once bound, then receives in
- * batches (recvmmsg) until N packets have arrived, or no packet came for MS milliseconds
+ * segments to port P, e.g. the SYNs of bench/newconn; nothing answers them here), prints
+ * "ready" once bound, then receives in batches (recvmmsg) until N packets have arrived, or no packet came for MS milliseconds
  * (default 300) after the first one, or S seconds have passed (default 30), or SIGTERM.
  * --progress FILE: keeps the running count in FILE (a uint64, created here) for blast's closed
  * loop.  Prints one JSON line: {"count", "first", "last", "complete"}: the CLOCK_MONOTONIC
