@@ -27,8 +27,10 @@ Parts (each repeat runs every consumer on each protocol, the order rotating per 
             k      kernel conntrack + stateful policy, forwarding to the sink
             kp     plain forwarding, no rules (no conntrack in that namespace)
             k0     dropped at the fw namespace's raw PREROUTING: the sender's own cost
-          The kernel router's time per new connection is t(k) - t(k0), comparable with a drain's
-          1/rate (both include forwarding and delivery to the sink).
+          The kernel router's CPU per new connection is t(k) - t(k0).  A consumer's is its
+          drain's CPU (its threads and the softirq its verdicts run: forwarding, delivery) plus
+          queueing the packets (the sender's CPU while the consumer is paused) minus t(k0):
+          the same span, from the fw namespace's PREROUTING to the sink's socket.
   full    fwd (1 queue) with conntrack.max_entries = --full-max, drained with --count new UDP
           connections: rate against d of the same repeat, early drops, refusals, verdicts.
   memory  once: fwd (1 queue, max_entries above --mem-conns) takes --mem-conns new UDP
@@ -205,6 +207,7 @@ def runtime(pid: int | None, softirqd: bool = True) -> float:
 class Drain:
     rate: float | None
     cpu: float | None    # CPU seconds per delivered packet (consumer + softirq)
+    enqueue: float | None  # CPU seconds per packet of queueing them (sender + softirq)
     sent: int
     delivered: int
     queued: int
@@ -221,7 +224,10 @@ def drain(lab: Lab, traffic: Traffic, proc, c: Consumer, proto: str, count: int,
     sink = traffic.sink(proto, count=count)
     lab.pause(proc)
     before = lab.queue_stats()
-    sent = traffic.send(proto, count)["sent"]
+    soft0 = runtime(None)
+    sending = traffic.send(proto, count)
+    sent = sending["sent"]
+    enqueue = (sending["cpu"] + runtime(None) - soft0) / sent if sent else None
     queued = nb.wait_queued(lab, qs)
     cpu0 = runtime(proc.pid)
     t0 = time.monotonic()
@@ -244,7 +250,8 @@ def drain(lab: Lab, traffic: Traffic, proc, c: Consumer, proto: str, count: int,
         metrics["verdicts"] = sum(v - before_m.get(k, 0.0) for k, v in after_m.items()
                                   if k.startswith("fwd_verdicts_total"))
     return Drain(got["count"] / seconds if seconds > 0 else None,
-                 cpu / got["count"] if got["count"] else None, sent, got["count"], queued,
+                 cpu / got["count"] if got["count"] else None, enqueue, sent, got["count"],
+                 queued,
                  qdrop, udrop, metrics)
 
 
@@ -536,6 +543,11 @@ def report(res: Results, args) -> str:
     def cpus(key, proto):
         return [m.cpu if m else None for m in res.drains.get((key, proto), [])]
 
+    def router(key, proto):  # drain + queueing - the sender's own cost (k0), per repeat
+        k0 = res.kernel.get(("k0", proto), [])
+        return [m.cpu + m.enqueue - b.cpu if m and b and m.cpu and m.enqueue and b.cpu
+                else None for m, b in zip(res.drains.get((key, proto), []), k0)]
+
     def paired(xs, ys):
         return [x / y for x, y in zip(xs, ys) if x and y]
 
@@ -548,19 +560,21 @@ def report(res: Results, args) -> str:
         out.append(f"== {proto} {'SYN' if proto == 'tcp' else 'datagram'}: every packet a new "
                    f"connection, drain of {args.count} (median of {reps}) ==")
         out.append(f"{'consumer':50} {'kconn/s':>8} {'x(a)':>5} {'CPU us':>7} "
-                   f"{'x(a)':>5}  sent/delivered/qdrop/udrop")
+                   f"{'x(a)':>5} {'router us':>9}  sent/delivered/qdrop/udrop")
         for key in args.consumers:
             ms = [m for m in res.drains.get((key, proto), []) if m]
             if not ms:
                 continue
             med, cpu = _med(rates(key, proto)), _med(cpus(key, proto))
+            rt = _med(router(key, proto))
             ra = paired(rates(key, proto), rates("a", proto))
             ca = paired(cpus("a", proto), cpus(key, proto))
             out.append(f"({key}) {table[key].label}"[:50].ljust(50) +
                        f" {_fmt(med and med / 1e3, '8.1f')} "
                        f"{_fmt(statistics.median(ra) if ra else None, '5.2f')} "
                        f"{_fmt(cpu and cpu * 1e6, '7.2f')} "
-                       f"{_fmt(statistics.median(ca) if ca else None, '5.2f')}  "
+                       f"{_fmt(statistics.median(ca) if ca else None, '5.2f')} "
+                       f"{_fmt(rt and rt * 1e6, '9.2f')}  "
                        f"{sum(m.sent for m in ms)}/{sum(m.delivered for m in ms)}/"
                        f"{sum(m.qdrop for m in ms)}/{sum(m.udrop for m in ms)}")
         if args.kernel:
@@ -573,6 +587,9 @@ def report(res: Results, args) -> str:
                            f" sender: {_fmt(t and t * 1e6, '.2f')} us wall, "
                            f"{_fmt(c and c * 1e6, '.2f')} us CPU per packet; sent "
                            f"{sum(m.sent for m in ks)} delivered {sum(m.delivered for m in ks)}")
+            out.append("    CPU us: the drain (consumer + softirq); router us: the drain + queueing "
+                       "the packets - the sender's own cost (k0): from the fw namespace's "
+                       "PREROUTING to the sink, as t(k) - t(k0)")
             for key, what in (("k", "kernel conntrack router"), ("kp", "kernel plain forward")):
                 c, t = _med(ktime(key, proto)), _med(ktime(key, proto, "per_packet"))
                 out.append(f"    {what}: t({key}) - t(k0) = {_fmt(c and c * 1e6, '.2f')} us CPU "
@@ -581,6 +598,7 @@ def report(res: Results, args) -> str:
                    "inverted, i.e. capacity on one CPU):")
         kcap = [1 / t if t else None for t in ktime("k", proto)]
         cap = lambda key: [1 / c if c else None for c in cpus(key, proto)]  # noqa: E731
+        rcap = lambda key: [1 / c if c else None for c in router(key, proto)]  # noqa: E731
         lines = [("d/a", "fwd 1q vs C accept-all (target >= 0.8)", rates("d", proto),
                   rates("a", proto)),
                  ("d/a CPU", "the same, CPU per connection", cap("d"), cap("a")),
@@ -591,8 +609,10 @@ def report(res: Results, args) -> str:
                   rates("e-s1", proto)),
                  ("e-sip/e", "SIP helper attached vs none", rates("e-sip", proto),
                   rates("e", proto)),
-                 ("d/k CPU", "fwd 1q vs kernel conntrack router", cap("d"), kcap),
-                 ("a/k CPU", "C accept-all vs kernel router (NFQUEUE's price)", cap("a"), kcap),
+                 ("d/k CPU", "fwd 1q vs kernel conntrack router (router us)", rcap("d"),
+                  kcap),
+                 ("a/k CPU", "C accept-all vs kernel router (NFQUEUE's price)", rcap("a"),
+                  kcap),
                  ("full/d", "table full vs not (same consumer otherwise)",
                   rates("full", proto), rates("d", proto))]
         for name, what, xs, ys in lines:
