@@ -145,9 +145,12 @@ class Traffic:
     def __init__(self, lab: Lab) -> None:
         self.lab, self.offset = lab, 0
         t = lab.topo
-        # The server drops its own RSTs: the SYNs stay the only packets (none come back).
+        # The server drops its own RSTs and port unreachables (the latency part's background
+        # load has no sink): what newconn sends stays the only traffic (nothing comes back).
         t.run(t.server, ["iptables", "-w", "-A", "OUTPUT", "-p", "tcp", "--tcp-flags",
                          "RST", "RST", "-j", "DROP"])
+        t.run(t.server, ["iptables", "-w", "-A", "OUTPUT", "-p", "icmp", "--icmp-type",
+                         "port-unreachable", "-j", "DROP"])
 
     def sink(self, proto: str, count: int | None = None, timeout: float = 60,
              progress: Path | None = None, idle_ms: int = 300):
@@ -444,21 +447,24 @@ def latency(lab, traffic, rate: float | None, args, keep=()) -> dict:
     if echo.stdout.readline().strip() != "ready":
         raise BenchError("echo server did not start")
     out = {}
-    bg = None
     try:
-        if rate:
-            seconds = args.pings * 2 * 0.004 + 10
-            bg = lab.start(lab.topo.client, [
-                str(nb.TOOLS / "newconn"), "--dst", nb.SERVER4, "--port", str(PORT),
-                "--count", str(int(rate * seconds)), "--src", SRC_BASE, "--srcs", str(SRCS),
-                "--offset", str(traffic.offset), "--rate", str(rate), "--batch", "16",
-                "--duration", str(seconds)])
-            traffic.offset += int(rate * seconds)
-            time.sleep(1)
         for mode in ("established", "new"):
+            bg = None
+            if rate:  # background new connections for this mode's pings, ended after them
+                seconds = 120  # longer than the pinger may take (it is ended at 120 s)
+                bg = lab.start(lab.topo.client, [
+                    str(nb.TOOLS / "newconn"), "--dst", nb.SERVER4, "--port", str(PORT),
+                    "--count", str(int(rate * seconds)), "--src", SRC_BASE, "--srcs",
+                    str(SRCS), "--offset", str(traffic.offset), "--rate", str(rate),
+                    "--batch", "16", "--duration", str(seconds)])
+                traffic.offset += int(rate * seconds)
+                time.sleep(1)
             got = json.loads(lab.finish(lab.start(lab.topo.client, [
                 nb.PY, "-c", PINGER, nb.SERVER4, str(PORT + 1), str(args.pings), mode]),
                 120, "pinger"))
+            if bg and bg.poll() is not None:
+                raise BenchError("the background load ended before the pings")
+            lab.end_strays(keep=(*keep, echo))
             rtts = sorted(got["rtts"])
             out[mode] = {"n": len(rtts), "lost": got["lost"],
                          "p50_us": rtts[len(rtts) // 2] / 1e3 if rtts else None,
@@ -504,11 +510,15 @@ def run(args) -> Results:
                 measure_consumer(lab, traffic, c, args.protos, args, rep, res)
             if args.kernel:
                 measure_kernel(lab, traffic, args.protos, args, rep, res)
-        if args.mem_conns:
-            measure_memory(lab, traffic, args, res)
-        if args.pings:
-            d = [m.rate for m in res.drains.get(("d", "udp"), []) if m and m.rate]
-            measure_latency(lab, traffic, args, res, statistics.median(d) if d else None)
+        try:
+            if args.mem_conns:
+                measure_memory(lab, traffic, args, res)
+            if args.pings:
+                d = [m.rate for m in res.drains.get(("d", "udp"), []) if m and m.rate]
+                measure_latency(lab, traffic, args, res, statistics.median(d) if d else None)
+        except BenchError as err:
+            res.notes.append(f"memory/latency: {err}")
+            lab.end_strays()
     finally:
         lab.close()
     return res
