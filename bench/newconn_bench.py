@@ -72,8 +72,7 @@ TUPLES = SRCS * (65536 - 1024)  # distinct 5-tuples newconn makes before repeati
 def fwd_text(queues: int, shards: int | None = None, max_entries: int | None = None,
              sip: bool = False) -> str:
     """nfq_bench's fwd config with the exporter on, and the conntrack / helper knobs here."""
-    text = nb.fwd_config_text(QUEUE, "native", queues)
-    text = text.replace('[metrics]\nlisten = ""', f'[metrics]\nlisten = "127.0.0.1:{METRICS_PORT}"')
+    text = nb.fwd_config_text(QUEUE, "native", queues, listen=f"127.0.0.1:{METRICS_PORT}")
     ct = [f"shards = {shards}"] if shards else []
     ct += [f"max_entries = {max_entries}"] if max_entries else []
     if ct:
@@ -416,7 +415,7 @@ s = None
 deadline = time.monotonic() + 60
 for i in range(n + 20):
     if time.monotonic() > deadline:
-        lost += n + 20 - i
+        lost += n + 20 - max(i, 20)
         break
     if s is None or mode == "new":
         if s: s.close()

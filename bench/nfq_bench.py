@@ -90,18 +90,20 @@ class Consumer:
 FWD_POLICY = gateway.policy("stateful", "from-client", client_src=CLIENT_NET)
 
 
-def fwd_config_text(queue: int, io: str, count: int = 1) -> str:
+def fwd_config_text(queue: int, io: str, count: int = 1, listen: str = "") -> str:
     """fwd's config for a benchmark: the queue(s), conntrack at its defaults, a stateful policy
     (replies and related pass, new connections only from the client subnet, the rest is
     dropped).  The rules are installed by the benchmark, not by fwd.  Native queues are as long
     as the kernel allows (netfilterqueue's stay at its limit); fail-open is off, so no packet
-    passes without a verdict while the consumer is paused."""
+    passes without a verdict while the consumer is paused.  `listen`: the exporter's address
+    (inside the fw namespace), off by default."""
     lines = ["[queue]", f"num = {queue}", f"count = {count}", f'io = "{io}"',
              "install_rules = false"]
     if io == "native":
         lines += [f"max_len = {FULL_QUEUE}", "fail_open = false"]
-    # No exporter or control socket: a benchmark fwd must not take a real fwd's.
-    return "\n".join([*lines, "", "[log]", 'level = "warning"', "", "[metrics]", 'listen = ""',
+    # No control socket, no exporter unless asked: a benchmark fwd must not take a real fwd's.
+    return "\n".join([*lines, "", "[log]", 'level = "warning"', "", "[metrics]",
+                      f'listen = "{listen}"',
                       "", "[control]", 'socket = ""', FWD_POLICY])
 
 

@@ -38,9 +38,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import nfq_bench as nb  # noqa: E402
+import nfq_bench as nb  # noqa: E402 (puts the repository on sys.path)
 import newconn_bench as ncb  # noqa: E402
 from nfq_bench import QUEUE, BenchError, Consumer, Lab  # noqa: E402
+
+from fwd import gateway  # noqa: E402
 
 REPO = nb.REPO
 SIPP_DATA = Path("/usr/share/sip-tester")   # Debian's sip-tester: g711a.pcap and friends
@@ -49,22 +51,7 @@ CALL_SECONDS = 2.0
 LINGER = 3.0           # seconds after the last call before "left after" is read
 NICE = "10"
 
-FWD_POLICY = """
-[policy]
-default = "drop"
-
-[[policy.rule]]
-name = "established"
-ct_state = ["established", "related"]
-verdict = "accept"
-
-[[policy.rule]]
-name = "sip"
-ct_state = ["new"]
-proto = "udp"
-dport = 5060
-verdict = "accept"
-"""
+FWD_POLICY = gateway.policy("stateful", "sip-udp")  # established/related, new UDP to 5060
 
 
 def fwd_text() -> str:
