@@ -316,6 +316,7 @@ class Results:
     kernel: dict = field(default_factory=dict)   # (key, proto) -> [KSend | None]
     notes: list[str] = field(default_factory=list)
     memory: dict = field(default_factory=dict)
+    paced: list = field(default_factory=list)
     latency: dict = field(default_factory=dict)
 
 
@@ -378,6 +379,32 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def measure_paced(lab, traffic, args, res) -> None:
+    """fwd d, and fwd with the table-full consumer's max_entries, under paced new connections
+    (--paced rates, --paced-seconds each): what it delivers, what the kernel drops at its queue, and fwd's
+    CPU per packet when packets arrive spread out."""
+    for rate, c in ((r, c) for r in args.paced for c in (
+            fwd_consumer("d", "fwd native, 1 queue", 1),
+            fwd_consumer("full", "", 1, max_entries=args.full_max))):
+        lab.set_rule(1)
+        proc = lab.start_consumer(c)
+        try:
+            n = int(rate * args.paced_seconds)
+            sink = traffic.sink("udp", timeout=30, idle_ms=2000)
+            before, cpu0 = lab.queue_stats(), runtime(proc.pid, softirqd=False)
+            sent = traffic.send("udp", n, "--rate", str(rate), "--batch", "16")
+            got = json.loads(lab.finish(sink, 60, "sink"))
+            cpu = runtime(proc.pid, softirqd=False) - cpu0
+            qdrop, udrop = nb._drops(before, lab.queue_stats(), c)
+            res.paced.append({"key": c.key, "rate": rate, "sent": sent["sent"],
+                              "seconds": sent["end"] - sent["start"],
+                              "delivered": got["count"], "qdrop": qdrop, "udrop": udrop,
+                              "fwd_cpu_per_packet": cpu / max(got["count"], 1)})
+        finally:
+            lab.stop_consumer(proc, c)
+            lab.end_strays()
 
 
 def measure_memory(lab, traffic, args, res) -> None:
@@ -514,6 +541,8 @@ def run(args) -> Results:
             if args.kernel:
                 measure_kernel(lab, traffic, args.protos, args, rep, res)
         try:
+            if args.paced:
+                measure_paced(lab, traffic, args, res)
             if args.mem_conns:
                 measure_memory(lab, traffic, args, res)
             if args.pings:
@@ -656,6 +685,15 @@ def report(res: Results, args) -> str:
                        f"{mm('verdicts'):.0f} entries after {mm('entries'):.0f}")
             out += [f"      {p}" for p in parts]
         out.append("")
+    if res.paced:
+        out.append(f"fwd under paced new UDP connections ({args.paced_seconds:g} s each, "
+                   f"batches of 16; full: "
+                   f"max_entries = {args.full_max}):")
+        for p in res.paced:
+            out.append(f"  ({p['key']:4}) {p['rate']:6.0f}/s: sent {p['sent']} in {p['seconds']:.1f} s, "
+                       f"delivered {p['delivered']}, queue full {p['qdrop']}, socket full "
+                       f"{p['udrop']}; fwd {p['fwd_cpu_per_packet'] * 1e6:.2f} us CPU per "
+                       f"packet (its threads)")
     if res.memory:
         m = res.memory
         out.append(f"memory: {m['entries']:.0f} connections added ({m['sent']} sent, "
@@ -697,6 +735,10 @@ def main() -> int:
                              "count as lost (0: skip latency)")
     parser.add_argument("--load", type=float, default=0.5,
                         help="latency: background new connections as a share of d's rate")
+    parser.add_argument("--paced", default="", metavar="RATES",
+                        help="fwd d and fwd with a full table under these paced "
+                             "new-connection rates")
+    parser.add_argument("--paced-seconds", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true",
                         help="1 repeat, 20000 per drain, 100k memory, 300 pings")
     parser.add_argument("--json", metavar="PATH")
@@ -709,6 +751,7 @@ def main() -> int:
                 setattr(args, name, value)
     args.consumers = [k for k in args.consumers.split(",") if k]
     args.protos = args.protos.split(",")
+    args.paced = [float(r) for r in args.paced.split(",") if r]
     table = consumers(args.full_max)
     bad = [k for k in args.consumers if k not in table] + \
           [p for p in args.protos if p not in ("udp", "tcp")]
@@ -732,7 +775,8 @@ def main() -> int:
                        for (k, p), v in res.drains.items()},
             "kernel": {f"{k}/{p}": [vars(m) if m else None for m in v]
                        for (k, p), v in res.kernel.items()},
-            "memory": res.memory, "latency": res.latency, "notes": res.notes}, indent=1))
+            "memory": res.memory, "latency": res.latency, "paced": res.paced,
+            "notes": res.notes}, indent=1))
     return 0
 
 
