@@ -90,13 +90,14 @@ class Consumer:
 FWD_POLICY = gateway.policy("stateful", "from-client", client_src=CLIENT_NET)
 
 
-def fwd_config_text(queue: int, io: str, count: int = 1, listen: str = "") -> str:
+def fwd_config_text(queue: int, io: str, count: int = 1, listen: str = "",
+                    policy: str = FWD_POLICY) -> str:
     """fwd's config for a benchmark: the queue(s), conntrack at its defaults, a stateful policy
     (replies and related pass, new connections only from the client subnet, the rest is
     dropped).  The rules are installed by the benchmark, not by fwd.  Native queues are as long
     as the kernel allows (netfilterqueue's stay at its limit); fail-open is off, so no packet
     passes without a verdict while the consumer is paused.  `listen`: the exporter's address
-    (inside the fw namespace), off by default."""
+    (inside the fw namespace), off by default; `policy`: another [policy] section."""
     lines = ["[queue]", f"num = {queue}", f"count = {count}", f'io = "{io}"',
              "install_rules = false"]
     if io == "native":
@@ -104,7 +105,7 @@ def fwd_config_text(queue: int, io: str, count: int = 1, listen: str = "") -> st
     # No control socket, no exporter unless asked: a benchmark fwd must not take a real fwd's.
     return "\n".join([*lines, "", "[log]", 'level = "warning"', "", "[metrics]",
                       f'listen = "{listen}"',
-                      "", "[control]", 'socket = ""', FWD_POLICY])
+                      "", "[control]", 'socket = ""', policy])
 
 
 def _fwd_consumer(key: str, label: str, io: str, queues: int) -> Consumer:

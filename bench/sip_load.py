@@ -55,13 +55,11 @@ FWD_POLICY = gateway.policy("stateful", "sip-udp")  # established/related, new U
 
 
 def fwd_text() -> str:
-    return "\n".join([
-        f'[helpers]\ndir = "{REPO / "etc" / "helpers.d"}"\n',
-        "[queue]", f"num = {QUEUE}", "count = 1", 'io = "native"', "install_rules = false",
-        f"max_len = {nb.FULL_QUEUE}", "fail_open = false", "",
-        "[log]", 'level = "warning"', "",
-        "[metrics]", f'listen = "127.0.0.1:{ncb.METRICS_PORT}"', "",
-        "[control]", 'socket = ""', FWD_POLICY])
+    """nfq_bench's fwd config (native, 1 queue, fail-open off) with the exporter on, the SIP
+    helper of etc/helpers.d and the SIP policy."""
+    return (f'[helpers]\ndir = "{REPO / "etc" / "helpers.d"}"\n\n'
+            + nb.fwd_config_text(QUEUE, "native", 1, listen=f"127.0.0.1:{ncb.METRICS_PORT}",
+                                 policy=FWD_POLICY))
 
 
 def media_pcap(out: Path, seconds: float = MEDIA_SECONDS) -> int:
