@@ -26,61 +26,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
+
 #define MAX_FLOWS 4096
 #define MAX_SRCS 64
 #define MAX_BATCH 1024
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static unsigned long number(const char *s, unsigned long max)
-{
-	char *end;
-	unsigned long v = strtoul(s, &end, 0);
-
-	if (!*s || *end || v > max) {
-		fprintf(stderr, "blast: bad number %s (max %lu)\n", s, max);
-		exit(2);
-	}
-	return v;
-}
-
-static void die(const char *what)
-{
-	fprintf(stderr, "blast: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-static struct in_addr address(const char *s)
-{
-	struct in_addr a;
-
-	if (inet_pton(AF_INET, s, &a) != 1) {
-		fprintf(stderr, "blast: bad IPv4 address %s\n", s);
-		exit(2);
-	}
-	return a;
-}
-
-/* The receiver's count, shared through a file both sides map. */
-static volatile const uint64_t *map_progress(const char *path)
-{
-	int fd = open(path, O_RDONLY);
-
-	if (fd < 0)
-		die(path);
-	void *p = mmap(NULL, sizeof(uint64_t), PROT_READ, MAP_SHARED, fd, 0);
-
-	if (p == MAP_FAILED)
-		die("mmap");
-	close(fd);
-	return p;
-}
 
 int main(int argc, char **argv)
 {
@@ -168,7 +118,7 @@ int main(int argc, char **argv)
 	for (unsigned long i = 0; i < batch; i++)
 		msgs[i].msg_hdr = (struct msghdr){ .msg_iov = &iov, .msg_iovlen = 1 };
 
-	volatile const uint64_t *received = progress_path ? map_progress(progress_path) : NULL;
+	volatile const uint64_t *received = progress_path ? map_progress(progress_path, 0) : NULL;
 	unsigned long long sent = 0, errors = 0;
 	double start = now(), deadline = start + duration;
 	unsigned long flow = 0;

@@ -33,46 +33,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
+
 #define MAX_BATCH 1024
 #define MAX_PAYLOAD 1400
 #define PKT_MAX (sizeof(struct iphdr) + sizeof(struct tcphdr) + MAX_PAYLOAD)
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static unsigned long number(const char *s, unsigned long max)
-{
-	char *end;
-	unsigned long v = strtoul(s, &end, 0);
-
-	if (!*s || *end || v > max) {
-		fprintf(stderr, "newconn: bad number %s (max %lu)\n", s, max);
-		exit(2);
-	}
-	return v;
-}
-
-static void die(const char *what)
-{
-	fprintf(stderr, "newconn: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-static uint32_t address(const char *s)
-{
-	struct in_addr a;
-
-	if (inet_pton(AF_INET, s, &a) != 1) {
-		fprintf(stderr, "newconn: bad IPv4 address %s\n", s);
-		exit(2);
-	}
-	return ntohl(a.s_addr);
-}
 
 /* The Internet checksum of the transport header and payload with the IPv4 pseudo header. */
 static uint16_t l4_checksum(const struct iphdr *ip, const void *l4, size_t len)
@@ -130,20 +95,6 @@ static size_t build(uint8_t *buf, int tcp, uint32_t src_base, unsigned long srcs
 			uh->check = 0xffff;
 	}
 	return sizeof(*ip) + l4len;
-}
-
-static volatile const uint64_t *map_progress(const char *path)
-{
-	int fd = open(path, O_RDONLY);
-
-	if (fd < 0)
-		die(path);
-	void *p = mmap(NULL, sizeof(uint64_t), PROT_READ, MAP_SHARED, fd, 0);
-
-	if (p == MAP_FAILED)
-		die("mmap");
-	close(fd);
-	return p;
 }
 
 int main(int argc, char **argv)
@@ -206,7 +157,7 @@ int main(int argc, char **argv)
 	static uint8_t bufs[MAX_BATCH][PKT_MAX];
 	static struct iovec iov[MAX_BATCH];
 	static struct mmsghdr msgs[MAX_BATCH];
-	uint32_t src_base = address(src), daddr = address(dst);
+	uint32_t src_base = ntohl(address(src).s_addr), daddr = ntohl(address(dst).s_addr);
 	struct sockaddr_in to = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(daddr) };
 
 	for (unsigned long i = 0; i < batch; i++) {
@@ -214,7 +165,7 @@ int main(int argc, char **argv)
 		msgs[i].msg_hdr = (struct msghdr){ .msg_name = &to, .msg_namelen = sizeof(to),
 						   .msg_iov = &iov[i], .msg_iovlen = 1 };
 	}
-	volatile const uint64_t *received = progress_path ? map_progress(progress_path) : NULL;
+	volatile const uint64_t *received = progress_path ? map_progress(progress_path, 0) : NULL;
 	unsigned long long sent = 0, errors = 0;
 	double start = now(), deadline = start + duration;
 

@@ -29,6 +29,8 @@
 #include <linux/netfilter.h>
 #include <libnetfilter_queue/libnetfilter_queue.h>
 
+#include "benchutil.h"
+
 #define MAX_QUEUES 64
 
 static struct {
@@ -49,12 +51,6 @@ struct worker {
 	uint64_t packets, verdict_msgs, enobufs;
 	int err;                 /* errno of a fatal failure, 0 if none */
 };
-
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "nfq_accept: %s: %s\n", what, strerror(err));
-	exit(1);
-}
 
 /* Send one message built in buf; returns 0 or -errno. */
 static int send_msg(struct worker *w, const struct nlmsghdr *nlh)
@@ -216,18 +212,6 @@ static void on_signal(int sig)
 	stopping = 1;
 }
 
-static unsigned long number(const char *s, unsigned long max)
-{
-	char *end;
-	unsigned long v = strtoul(s, &end, 0);
-
-	if (!*s || *end || v > max) {
-		fprintf(stderr, "nfq_accept: bad number %s (max %lu)\n", s, max);
-		exit(2);
-	}
-	return v;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -280,14 +264,18 @@ int main(int argc, char **argv)
 		workers[i].queue = first + i;
 		int err = bind_queue(&workers[i]);
 
-		if (err)
-			die("binding the queue", -err);
+		if (err) {
+			errno = -err;
+			die("binding the queue");
+		}
 	}
 	for (unsigned i = 0; i < nq; i++) {
 		int err = pthread_create(&workers[i].thread, NULL, run, &workers[i]);
 
-		if (err)
-			die("pthread_create", err);
+		if (err) {
+			errno = err;
+			die("pthread_create");
+		}
 	}
 	while (!stopping)
 		sigsuspend(&old);

@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
+
 #define BATCH 256
 #define BUFSIZE 2048
 
@@ -36,32 +38,6 @@ static void on_signal(int sig)
 {
 	(void)sig;
 	stopping = 1;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what)
-{
-	fprintf(stderr, "sink: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-static unsigned long number(const char *s, unsigned long max)
-{
-	char *end;
-	unsigned long v = strtoul(s, &end, 0);
-
-	if (!*s || *end || v > max) {
-		fprintf(stderr, "sink: bad number %s (max %lu)\n", s, max);
-		exit(2);
-	}
-	return v;
 }
 
 /* Of n raw IPv4 TCP segments received, how many go to port (the others are not counted). */
@@ -80,20 +56,6 @@ static int to_port(const struct mmsghdr *msgs, int n, unsigned long port)
 			hits++;
 	}
 	return hits;
-}
-
-static volatile uint64_t *map_progress(const char *path)
-{
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-
-	if (fd < 0 || ftruncate(fd, sizeof(uint64_t)) < 0)
-		die(path);
-	void *p = mmap(NULL, sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-
-	if (p == MAP_FAILED)
-		die("mmap");
-	close(fd);
-	return p;
 }
 
 int main(int argc, char **argv)
@@ -140,7 +102,7 @@ int main(int argc, char **argv)
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0 ||
 	    (!tcp && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0))
 		die("socket");
-	volatile uint64_t *progress = progress_path ? map_progress(progress_path) : NULL;
+	volatile uint64_t *progress = progress_path ? map_progress(progress_path, 1) : NULL;
 
 	printf("ready\n");
 	fflush(stdout);
