@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/* Test tool: reads one message in hex on stdin and prints what the H.323 parser reports, one
+ * line per item ("group field role value"), or "error -N".  Usage: h323_dump ras|q931|h245|tpkt
+ * (tpkt: a Q.931 byte stream, fed in the chunk sizes given as further arguments). */
+#include "fwd_h323_parse.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void print(const struct fwd_h323_msg *m)
+{
+	static const char *const roles[] = { "none", "present", "int", "octets", "ip4", "ip6",
+					     "port" };
+	char a[INET6_ADDRSTRLEN];
+
+	if (m->q931_type)
+		printf("q931 0x%02x\n", m->q931_type);
+	for (unsigned i = 0; i < m->nitems; i++) {
+		const struct fwd_h323_item *it = &m->item[i];
+
+		printf("%u %s %s", it->group, fwd_h323_field_names[it->field], roles[it->role]);
+		if (it->role == PER_ROLE_INT)
+			printf(" %llu", (unsigned long long)it->value);
+		else if (it->role == PER_ROLE_IP4 || it->role == PER_ROLE_IP6)
+			printf(" %s %u", inet_ntop(it->role == PER_ROLE_IP4 ? AF_INET : AF_INET6,
+						   it->addr, a, sizeof(a)), it->port);
+		printf("\n");
+	}
+}
+
+static int on_tpkt(const uint8_t *p, size_t len, void *arg)
+{
+	struct fwd_h323_msg m;
+	int r = fwd_h323_parse_q931(p, len, &m);
+
+	(void)arg;
+	if (r < 0)
+		return r;
+	print(&m);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static uint8_t buf[65536];
+	struct fwd_h323_msg m;
+	size_t n = 0;
+	unsigned x;
+	int r;
+
+	if (argc < 2)
+		return 2;
+	while (n < sizeof(buf) && scanf("%2x", &x) == 1)
+		buf[n++] = (uint8_t)x;
+	if (!strcmp(argv[1], "tpkt")) {
+		static struct fwd_h323_stream s;
+		size_t off = 0;
+
+		for (int i = 2; off < n; i = i + 1 < argc ? i + 1 : i) {
+			size_t chunk = i < argc ? strtoul(argv[i], NULL, 0) : n - off;
+
+			if (chunk > n - off)
+				chunk = n - off;
+			r = fwd_h323_stream_feed(&s, buf + off, chunk, on_tpkt, NULL);
+			if (r < 0) {
+				printf("error %d\n", r);
+				return 0;
+			}
+			off += chunk;
+		}
+		printf("buffered %u\n", s.have);
+		return 0;
+	}
+	if (!strcmp(argv[1], "ras"))
+		r = fwd_h323_parse_ras(buf, n, &m);
+	else if (!strcmp(argv[1], "q931"))
+		r = fwd_h323_parse_q931(buf, n, &m);
+	else
+		r = fwd_h323_parse_h245(buf, n, &m);
+	if (r < 0) {
+		printf("error %d\n", r);
+		return 0;
+	}
+	print(&m);
+	return 0;
+}
