@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /* Test tool: reads one message in hex on stdin and prints what the H.323 parser reports, one
- * line per item ("group field role value"), or "error -N".  Usage: h323_dump ras|q931|h245|tpkt
- * (tpkt: a Q.931 byte stream, fed in the chunk sizes given as further arguments). */
+ * line per item ("group field role value"), or "error -N".  Usage:
+ *   h323_dump ras|q931|h245          parse one message
+ *   h323_dump tpkt [CHUNK...]        a Q.931 byte stream fed in these chunk sizes (the last
+ *                                    one repeats)
+ *   h323_dump mutate ras|q931|h245   parse every strict prefix and every one-bit flip of the
+ *                                    message; print "prefixes OK ERR" and "flips OK ERR" */
 #include "fwd_h323_parse.h"
 
 #include <arpa/inet.h>
@@ -28,6 +32,49 @@ static void print(const struct fwd_h323_msg *m)
 						   it->addr, a, sizeof(a)), it->port);
 		printf("\n");
 	}
+}
+
+typedef int (*parse_fn)(const uint8_t *p, size_t len, struct fwd_h323_msg *m);
+
+static parse_fn parser(const char *name)
+{
+	if (!strcmp(name, "ras"))
+		return fwd_h323_parse_ras;
+	if (!strcmp(name, "q931"))
+		return fwd_h323_parse_q931;
+	return fwd_h323_parse_h245;
+}
+
+/* Each mutant is copied to a buffer of its own size, so that ASan sees any read past it. */
+static void mutate(parse_fn parse, const uint8_t *msg, size_t n)
+{
+	unsigned ok = 0, err = 0;
+	struct fwd_h323_msg m;
+
+	for (size_t len = 0; len < n; len++) {
+		uint8_t *p = malloc(len ? len : 1);
+
+		memcpy(p, msg, len);
+		if (parse(p, len, &m) < 0)
+			err++;
+		else
+			ok++;
+		free(p);
+	}
+	printf("prefixes %u %u\n", ok, err);
+	ok = err = 0;
+	for (size_t b = 0; b < n * 8; b++) {
+		uint8_t *p = malloc(n);
+
+		memcpy(p, msg, n);
+		p[b / 8] ^= (uint8_t)(0x80 >> (b % 8));
+		if (parse(p, n, &m) < 0)
+			err++;
+		else
+			ok++;
+		free(p);
+	}
+	printf("flips %u %u\n", ok, err);
 }
 
 static int on_tpkt(const uint8_t *p, size_t len, void *arg)
@@ -73,12 +120,11 @@ int main(int argc, char **argv)
 		printf("buffered %u\n", s.have);
 		return 0;
 	}
-	if (!strcmp(argv[1], "ras"))
-		r = fwd_h323_parse_ras(buf, n, &m);
-	else if (!strcmp(argv[1], "q931"))
-		r = fwd_h323_parse_q931(buf, n, &m);
-	else
-		r = fwd_h323_parse_h245(buf, n, &m);
+	if (!strcmp(argv[1], "mutate") && argc > 2) {
+		mutate(parser(argv[2]), buf, n);
+		return 0;
+	}
+	r = parser(argv[1])(buf, n, &m);
 	if (r < 0) {
 		printf("error %d\n", r);
 		return 0;
