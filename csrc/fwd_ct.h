@@ -102,6 +102,7 @@ struct fwd_ct_ext {
 	void *hdata;                     /* helper's per-connection state (helper stripe lock) */
 	struct fwd_exp *exps;            /* this master's expectations (expect lock) */
 	uint32_t exp_id;                 /* journal id of the expectation that created it, or 0 */
+	uint8_t exp_cls;                 /* class of the expectation that created it (master set) */
 	uint8_t nclasses;                /* its helper type's expectation classes */
 	uint16_t expecting[];            /* per class (expect lock) */
 };

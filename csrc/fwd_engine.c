@@ -284,6 +284,7 @@ static struct fwd_ct *create_ct(struct fwd_engine *e, struct fwd_worker *w,
 		}
 		tr->master = NULL; /* the ext owns that reference now */
 		ct->ext->exp_id = tr->exp.journal_id;
+		ct->ext->exp_cls = tr->exp.cls;
 		if (ct->ext->master) {
 			fwd_ct_set_status(ct, FWD_CT_EXPECTED);
 			COUNT(w, expect_new);

@@ -112,7 +112,7 @@ static int constrained(struct per_dec *d, int64_t lb, int64_t ub, int64_t *out)
 /* X.691 10.9.3.5-8: an unconstrained length determinant (fragments are refused). */
 static int length_unconstrained(struct per_dec *d, uint64_t *len)
 {
-	uint64_t b, lo;
+	uint64_t b, lo = 0;
 	int err = align(d) ?: bits(d, 8, &b);
 
 	if (err)

@@ -1,0 +1,357 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/* The H.323 helper: reads RAS, Q.931 and H.245 (fwd_h323_parse.c) on the connections it is
+ * attached to and opens expectations as the kernel's nf_conntrack_h323 does:
+ *  - RAS (UDP, bound by config): RRQ expects Q.931 to the first callSignalAddress that is the
+ *    sender's own (permanent; from the gatekeeper only with gkrouted_only); RCF sets the RAS
+ *    connection's and that expectation's timeout to timeToLive (RRQ's, or default_rrq_ttl);
+ *    URQ removes them and gives the connection 30 s; GCF expects RAS to a rasAddress other than
+ *    the one it came from (unless this connection was itself expected); ACF expects Q.931 to a
+ *    destCallSignalAddress that is not the receiver's own, LCF to callSignalAddress (both
+ *    permanent, from the endpoint that asked).
+ *  - Q.931 (TCP, bound by config, or expected by RAS or a call forwarding): in each TPKT, the
+ *    h245Address of Setup, CallProceeding, Connect, Alerting, Progress and Facility expects the
+ *    H.245 connection; their fastStart OpenLogicalChannels and the tunnelled H.245 messages are
+ *    read as on an H.245 connection; a Facility callForwarded expects the forwarded call
+ *    (callforward_filter: see etc/helpers.d/h323.toml).
+ *  - H.245 (TCP, expected by Q.931): OpenLogicalChannel and OpenLogicalChannelAck expect RTP and
+ *    RTCP (the even port and the next) for each media channel address, and T.120 (permanent).
+ * Every announced address must be the sender's own and of the connection's family; the other
+ * endpoint is the only source allowed.  No global state: the decoder runs on the worker's stack.
+ */
+#include "fwd_helper.h"
+#include "fwd_h323_parse.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { CLS_SIGNALLING, CLS_H245, CLS_MEDIA, CLS_T120, H323_CLASSES };
+/* Knobs, set from etc/helpers.d/h323.toml by the Python side (helpers/h323/__init__.py). */
+enum { KNOB_DEFAULT_RRQ_TTL_NS, KNOB_GKROUTED_ONLY, KNOB_CALLFORWARD_FILTER };
+
+static const char *const class_names[H323_CLASSES] = { "signalling", "h245", "media", "t120" };
+
+enum { KIND_UNKNOWN, KIND_RAS, KIND_Q931, KIND_H245 };
+
+#define NS 1000000000ull
+
+/* Per-connection state; TCP reassembly buffers are allocated on first use. */
+struct h323_conn {
+	uint8_t kind;
+	uint8_t seq_known[2];
+	uint32_t next_seq[2];
+	uint64_t ttl_ns;       /* RAS: registration time to live */
+	struct fwd_h323_stream *stream[2];
+};
+
+struct msg_ctx {
+	struct fwd_helper_ctx *ctx;
+	int err;
+};
+
+static const struct fwd_tuple *this_dir(const struct fwd_helper_ctx *ctx)
+{
+	return &ctx->ct->node[ctx->dir].tuple;
+}
+
+/* The item's address, if it is of the connection's family. */
+static bool item_addr(const struct fwd_helper_ctx *ctx, const struct fwd_h323_item *it,
+		      union fwd_addr *a)
+{
+	uint8_t family = it->role == PER_ROLE_IP4 ? 4 : it->role == PER_ROLE_IP6 ? 6 : 0;
+
+	if (family != this_dir(ctx)->family)
+		return false;
+	memset(a, 0, sizeof(*a));
+	memcpy(a->b, it->addr, family == 4 ? 4 : 16);
+	return true;
+}
+
+/* The item's address is the sender's own, with a port. */
+static bool from_sender(const struct fwd_helper_ctx *ctx, const struct fwd_h323_item *it,
+			union fwd_addr *a)
+{
+	return item_addr(ctx, it, a) && it->port &&
+	       !memcmp(a, &this_dir(ctx)->src, sizeof(*a));
+}
+
+/* An expectation for proto to dst:port, from `src` (NULL: any address), any source port. */
+static int expect(struct fwd_helper_ctx *ctx, uint8_t cls, uint8_t proto, const union fwd_addr *src,
+		  const union fwd_addr *dst, uint16_t port, uint8_t flags, bool read_by_helper)
+{
+	struct fwd_exp_spec s;
+	int err;
+
+	memset(&s, 0, sizeof(s));
+	s.tuple.family = this_dir(ctx)->family;
+	s.tuple.proto = proto;
+	s.tuple.dst = *dst;
+	s.tuple.dport = port;
+	memset(&s.mask.dst, 0xff, sizeof(s.mask.dst));
+	s.mask.dport = 0xffff;
+	s.mask.family = 0xff;
+	s.mask.proto = 0xff;
+	if (src) {
+		s.tuple.src = *src;
+		memset(&s.mask.src, 0xff, sizeof(s.mask.src));
+	}
+	s.cls = cls;
+	s.flags = flags;
+	s.helper_ref = read_by_helper ? ctx->helper : NULL;
+	err = fwd_helper_expect(ctx, &s);
+	return err < 0 && err != -ENOSPC && err != -EINVAL ? err : 0;
+}
+
+/* RTP on the even port and RTCP on the next, from the other endpoint. */
+static int expect_rtp_rtcp(struct fwd_helper_ctx *ctx, const struct fwd_h323_item *it)
+{
+	union fwd_addr a;
+	int err;
+
+	if (!from_sender(ctx, it, &a))
+		return 0;
+	err = expect(ctx, CLS_MEDIA, 17, &this_dir(ctx)->dst, &a, it->port & ~1u, 0, false);
+	return err ?: expect(ctx, CLS_MEDIA, 17, &this_dir(ctx)->dst, &a, it->port | 1u, 0, false);
+}
+
+static int expect_t120(struct fwd_helper_ctx *ctx, const struct fwd_h323_item *it)
+{
+	union fwd_addr a;
+
+	if (!from_sender(ctx, it, &a))
+		return 0;
+	return expect(ctx, CLS_T120, 6, &this_dir(ctx)->dst, &a, it->port, FWD_EXP_PERMANENT, false);
+}
+
+static bool group_has(const struct fwd_h323_msg *m, unsigned from, uint8_t group, uint16_t field)
+{
+	for (unsigned i = from; i < m->nitems && m->item[i].group == group; i++)
+		if (m->item[i].field == field)
+			return true;
+	return false;
+}
+
+/* The H.245 content of a message: every OpenLogicalChannel (fastStart or H.245) and
+ * OpenLogicalChannelAck, one group each.  An OLC's T.120 address counts only when its data
+ * type is T.120 on a separate LAN stack (as the kernel's process_olc). */
+static int h245_channels(struct fwd_helper_ctx *ctx, const struct fwd_h323_msg *m, bool h245_conn)
+{
+	unsigned start = 0;
+	int err = 0;
+
+	for (unsigned i = 0; i < m->nitems && !err; i++) {
+		const struct fwd_h323_item *it = &m->item[i];
+
+		if (i == 0 || it->group != m->item[i - 1].group)
+			start = i;
+		if (it->group == 0 && !h245_conn)
+			continue; /* the Q.931 message itself */
+		if (it->field == H323_F_MEDIA)
+			err = expect_rtp_rtcp(ctx, it);
+		else if (it->field == H323_F_T120 &&
+			 (group_has(m, start, it->group, H323_F_OLCA) ||
+			  group_has(m, start, it->group, H323_F_T120_LAN)))
+			err = expect_t120(ctx, it);
+	}
+	return err;
+}
+
+static const struct fwd_h323_item *find(const struct fwd_h323_msg *m, uint16_t field)
+{
+	for (unsigned i = 0; i < m->nitems && m->item[i].group == 0; i++)
+		if (m->item[i].field == field)
+			return &m->item[i];
+	return NULL;
+}
+
+static int q931_message(struct fwd_helper_ctx *ctx, const struct fwd_h323_msg *m)
+{
+	const struct fwd_h323_item *it;
+	union fwd_addr a;
+
+	FWD_HELPER_COUNT(ctx->helper, messages, 1);
+	if (find(m, H323_F_CALL_FORWARDED)) {
+		/* A forwarded call: only its second leg, to the alternative address.  fwd has no
+		 * routing view to tell whether both parties are on one side, so with
+		 * callforward_filter on it opens nothing. */
+		it = find(m, H323_F_ALT_ADDR);
+		if (!it || ctx->helper->knobs[KNOB_CALLFORWARD_FILTER] || !item_addr(ctx, it, &a) ||
+		    !it->port)
+			return 0;
+		return expect(ctx, CLS_SIGNALLING, 6, &this_dir(ctx)->dst, &a, it->port, 0, true);
+	}
+	it = find(m, H323_F_H245_ADDR);
+	if (it && from_sender(ctx, it, &a)) {
+		int err = expect(ctx, CLS_H245, 6, &this_dir(ctx)->dst, &a, it->port, 0, true);
+
+		if (err)
+			return err;
+	}
+	return h245_channels(ctx, m, false);
+}
+
+static int on_tpkt(const uint8_t *p, size_t len, void *arg)
+{
+	struct msg_ctx *mc = arg;
+	struct h323_conn *c = mc->ctx->state;
+	struct fwd_h323_msg m;
+	int r;
+
+	if (c->kind == KIND_H245) {
+		r = fwd_h323_parse_h245(p, len, &m);
+		if (r > 0) {
+			FWD_HELPER_COUNT(mc->ctx->helper, messages, 1);
+			r = h245_channels(mc->ctx, &m, true);
+		}
+	} else {
+		r = fwd_h323_parse_q931(p, len, &m);
+		if (r > 0)
+			r = q931_message(mc->ctx, &m);
+	}
+	return r < 0 ? r : 0;
+}
+
+/* RRQ: Q.931 to the first of its call signalling addresses that is the sender's own. */
+static int ras_rrq(struct fwd_helper_ctx *ctx, struct h323_conn *c, const struct fwd_h323_msg *m)
+{
+	const struct fwd_h323_item *ttl = find(m, H323_F_TTL);
+	union fwd_addr a;
+
+	c->ttl_ns = ttl ? ttl->value * NS : ctx->helper->knobs[KNOB_DEFAULT_RRQ_TTL_NS];
+	for (unsigned i = 0; i < m->nitems; i++) {
+		const struct fwd_h323_item *it = &m->item[i];
+
+		if (it->field == H323_F_SIG_ADDR && from_sender(ctx, it, &a))
+			return expect(ctx, CLS_SIGNALLING, 6,
+				      ctx->helper->knobs[KNOB_GKROUTED_ONLY] ? &this_dir(ctx)->dst : NULL,
+				      &a, it->port, FWD_EXP_PERMANENT, true);
+	}
+	return 0;
+}
+
+static int ras_message(struct fwd_helper_ctx *ctx, struct h323_conn *c,
+		       const struct fwd_h323_msg *m)
+{
+	const struct fwd_tuple *t = this_dir(ctx);
+	const struct fwd_h323_item *it;
+	union fwd_addr a;
+
+	FWD_HELPER_COUNT(ctx->helper, messages, 1);
+	if (find(m, H323_F_RRQ))
+		return ras_rrq(ctx, c, m);
+	if (find(m, H323_F_RCF)) {
+		it = find(m, H323_F_TTL);
+		if (it)
+			c->ttl_ns = it->value * NS;
+		if (c->ttl_ns) {
+			fwd_ct_set_expires(ctx->ct, ctx->now + c->ttl_ns);
+			fwd_helper_activate(ctx, CLS_SIGNALLING, ctx->now + c->ttl_ns);
+		}
+		return 0;
+	}
+	if (find(m, H323_F_URQ)) {
+		fwd_helper_flush(ctx, -1, 0);
+		fwd_ct_set_expires(ctx->ct, ctx->now + 30 * NS); /* for the UCF or URJ */
+		return 0;
+	}
+	if (find(m, H323_F_GCF)) {
+		it = find(m, H323_F_RAS_ADDR);
+		/* Registration elsewhere than where discovery happened; never from an expected
+		 * RAS connection (no expectation loops). */
+		if (!it || !item_addr(ctx, it, &a) || ctx->ct->ext->master ||
+		    (!memcmp(&a, &t->src, sizeof(a)) && it->port == t->sport))
+			return 0;
+		return expect(ctx, CLS_SIGNALLING, 17, &t->dst, &a, it->port, 0, true);
+	}
+	if (find(m, H323_F_ACF)) {
+		it = find(m, H323_F_DEST_SIG_ADDR);
+		if (!it || !item_addr(ctx, it, &a) || !memcmp(&a, &t->dst, sizeof(a)))
+			return 0; /* the answering side's own ACF */
+		return expect(ctx, CLS_SIGNALLING, 6, &t->dst, &a, it->port, FWD_EXP_PERMANENT, true);
+	}
+	if (find(m, H323_F_LCF)) {
+		it = find(m, H323_F_SIG_ADDR);
+		if (!it || !item_addr(ctx, it, &a))
+			return 0;
+		return expect(ctx, CLS_SIGNALLING, 6, &t->dst, &a, it->port, FWD_EXP_PERMANENT, true);
+	}
+	return 0; /* GRQ, ARQ, LRQ, IRR: only NAT would rewrite them */
+}
+
+/* Feeds the in-order part of a TCP segment to this direction's TPKT stream. */
+static int tcp_segment(struct fwd_helper_ctx *ctx, struct h323_conn *c)
+{
+	const uint8_t *tcp = ctx->data + ctx->pkt->l4off;
+	uint32_t seq = (uint32_t)tcp[4] << 24 | (uint32_t)tcp[5] << 16 | (uint32_t)tcp[6] << 8 | tcp[7];
+	const uint8_t *data = ctx->payload;
+	size_t len = ctx->payload_len;
+	struct msg_ctx mc = { .ctx = ctx };
+	int d = ctx->dir, r;
+
+	if (!c->stream[d]) {
+		c->stream[d] = malloc(sizeof(*c->stream[d]));
+		if (!c->stream[d])
+			return -ENOMEM;
+		fwd_h323_stream_reset(c->stream[d]);
+	}
+	if (c->seq_known[d] && seq != c->next_seq[d]) {
+		uint32_t behind = c->next_seq[d] - seq; /* how much of it was read already */
+
+		if (behind < (1u << 30)) { /* a retransmission or an overlap */
+			if (behind >= len)
+				return 0;
+			data += behind;
+			len -= behind;
+			seq += behind;
+		} else { /* a gap: what was buffered can no longer be completed */
+			fwd_h323_stream_reset(c->stream[d]);
+		}
+	}
+	c->seq_known[d] = 1;
+	c->next_seq[d] = seq + (uint32_t)len;
+	r = fwd_h323_stream_feed(c->stream[d], data, len, on_tpkt, &mc);
+	return r < 0 ? r : 0;
+}
+
+/* What a connection speaks: by transport when the policy attached the helper; by what its
+ * master is and which class of expectation created it otherwise. */
+static uint8_t conn_kind(const struct fwd_helper_ctx *ctx)
+{
+	const struct fwd_ct_ext *ext = ctx->ct->ext;
+	bool tcp = ctx->pkt->tuple.proto == 6;
+
+	if (ext->master && tcp && ext->exp_cls == CLS_H245)
+		return KIND_H245;
+	return tcp ? KIND_Q931 : KIND_RAS;
+}
+
+static int h323_packet(struct fwd_helper_ctx *ctx)
+{
+	struct h323_conn *c = ctx->state;
+	struct fwd_h323_msg m;
+	int r;
+
+	if (!c->kind)
+		c->kind = conn_kind(ctx);
+	if (c->kind != KIND_RAS)
+		return tcp_segment(ctx, c);
+	r = fwd_h323_parse_ras(ctx->payload, ctx->payload_len, &m);
+	return r < 0 ? r : ras_message(ctx, c, &m);
+}
+
+static void h323_release(void *state)
+{
+	struct h323_conn *c = state;
+
+	free(c->stream[0]);
+	free(c->stream[1]);
+}
+
+const struct fwd_helper_type fwd_helper_h323 = {
+	.name = "h323",
+	.nclasses = H323_CLASSES,
+	.class_names = class_names,
+	.state_size = sizeof(struct h323_conn),
+	.packet = h323_packet,
+	.release = h323_release,
+};
