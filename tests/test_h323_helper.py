@@ -207,3 +207,23 @@ def test_malformed_signalling_gets_the_configured_verdict(on_error, verdict):
     assert q.send(A, b"\x04\x00\x00\x08garbage") == [("established", verdict)]
     assert e.stats()["helpers"][0]["parse_errors"] == 2
     assert pinholes(e) == []
+
+
+def test_shipped_h323_file_loads_with_the_kernel_defaults():
+    import os
+
+    from fwd import config, helper_config
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    loaded = helper_config.load_all(config.load(os.path.join(root, "etc", "fwd.toml")))
+    (h323,) = [x for x in loaded if x.name == "h323"]
+    assert (h323.enabled, h323.ports, h323.transports, h323.on_error) == (
+        True, ((1719, 1719), (1720, 1720)), ("udp", "tcp"), "accept")
+    assert dict(h323.policy) == {"signalling": (32, 240), "h245": (2, 240), "media": (16, 240),
+                                 "t120": (2, 240)}
+    assert dict(h323.knobs) == {"default_rrq_ttl": 300, "gkrouted_only": True,
+                                "callforward_filter": True}
+    t = h323.engine_tuple()
+    assert t[:4] == h323_helper()[:4]
+    # Every transport on every port, as the framework binds today (UDP 1720 is read as RAS,
+    # TCP 1719 as Q.931): per-transport ports wait for the helper framework's named bindings.
+    assert sorted(t[4]) == [(6, 1719, 1719), (6, 1720, 1720), (17, 1719, 1719), (17, 1720, 1720)]

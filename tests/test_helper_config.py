@@ -25,7 +25,7 @@ def helpers(path):
 
 
 def test_shipped_sip_file_loads_with_the_kernel_defaults():
-    (sip,) = helpers(os.path.join(ROOT, "etc", "fwd.toml"))
+    (sip,) = [h for h in helpers(os.path.join(ROOT, "etc", "fwd.toml")) if h.name == "sip"]
     assert (sip.name, sip.enabled, sip.ports, sip.transports) == ("sip", True, ((5060, 5060),),
                                                                   ("udp", "tcp"))
     assert dict(sip.policy) == {"signalling": (1, 180), "audio": (4, 180), "video": (4, 180),
