@@ -221,3 +221,29 @@ def q931(body: str, crv: int = 1, **kw) -> bytes:
 
 def tpkt(payload: bytes) -> bytes:
     return struct.pack("!BBH", 3, 0, len(payload) + 4) + payload
+
+
+def fuzz_helper_seed(records) -> bytes:
+    """An input of helpers/h323/fuzz_h323_helper.c: (selector, payload) records."""
+    return b"".join(bytes([sel]) + struct.pack("!H", len(p)) + p for sel, p in records)
+
+
+def write_fuzz_seeds(directory) -> None:
+    """The seeds in helpers/h323/corpus/h323_helper/: a registration and a full call."""
+    import os
+    a, b, gk = "10.0.0.1", "10.0.0.2", "10.0.0.9"
+    call = [
+        (0, ras("rrq", sig=[(a, 1720)], ttl=60)), (8, ras("rcf", sig=[(a, 1720)])),
+        (1, tpkt(q931("setup", h245=(a, 5000), fast_start=[olc(lcn=1, media=(a, 6000))]))),
+        (9, tpkt(q931("connect", h245=(b, 5001)))[:20]),
+        (9, tpkt(q931("connect", h245=(b, 5001)))[20:]),
+        (2, tpkt(h245_olc(lcn=2, media=(b, 7000), ctrl=(b, 7001)))),
+        (10, tpkt(h245_olca(lcn=2, media=(a, 6002), t120=(a, 1503)))),
+        (3, b"rtp"), (4, b"t120"), (10, tpkt(h245_clc(lcn=2))),
+        (1, tpkt(q931("facility", forward=(gk, 1720)))), (0, ras("urq", sig=[(a, 1720)])),
+    ]
+    with open(os.path.join(directory, "call"), "wb") as f:
+        f.write(fuzz_helper_seed(call))
+    with open(os.path.join(directory, "tunnel"), "wb") as f:
+        f.write(fuzz_helper_seed([(1, tpkt(q931("setup", tunnel=[h245_olc(
+            lcn=1, media=(a, 6000))])) + tpkt(q931("alerting", h245=(a, 5000))))]))
