@@ -34,6 +34,7 @@ static int decode_into(uint16_t root, const uint8_t *p, size_t len, struct fwd_h
 		if (m->nitems >= FWD_H323_MAX_ITEMS)
 			return -E2BIG;
 		it = &m->item[m->nitems++];
+		memset(it, 0, sizeof(*it));
 		it->field = h->id;
 		it->role = h->role;
 		it->group = (uint8_t)group;
