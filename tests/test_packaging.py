@@ -77,8 +77,8 @@ def shipped(installed) -> dict[str, Path]:
 
 def test_shipped_files_are_package_data(installed):
     files = shipped(installed)
-    assert set(files) == {"fwd.toml", "helpers.d/sip.toml", "grafana-fwd.json",
-                          "prometheus-alerts.yml", "fwd.service"}
+    assert set(files) == {"fwd.toml", "helpers.d/sip.toml", "helpers.d/h323.toml",
+                          "grafana-fwd.json", "prometheus-alerts.yml", "fwd.service"}
     site = installed.parent / "lib"
     for name, path in files.items():
         assert path.is_relative_to(site) and "/fwd/data/" in str(path), (name, path)
