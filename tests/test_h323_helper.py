@@ -151,6 +151,23 @@ def test_full_call_fast_start_h245_channel_and_logical_channels():
     assert st["messages"] == 4 and st["parse_errors"] == 0
 
 
+def test_close_logical_channel_removes_that_channels_media():
+    """Stricter than the kernel, which keeps them until they expire: CloseLogicalChannel from
+    the side that opened a channel removes the RTP/RTCP pinholes of its OLC and of the Ack."""
+    e = engine()
+    q = Tcp(e, A, B, 40000, 1720)
+    q.send(A, h.tpkt(h.q931("setup", h245=(A, 5000))))
+    h245 = Tcp(e, B, A, 41000, 5000)
+    h245.send(B, h.tpkt(h.h245_olc(lcn=2, media=(B, 7002))))
+    h245.send(A, h.tpkt(h.h245_olca(lcn=2, media=(A, 6002))))
+    h245.send(A, h.tpkt(h.h245_olc(lcn=2, media=(A, 6004))))  # A's own channel 2
+    media = {x[3] for x in pinholes(e) if x[4] == "media"}
+    assert media == {7002, 7003, 6002, 6003, 6004, 6005}
+    h245.send(A, h.tpkt(h.h245_clc(lcn=3)))  # no such channel
+    h245.send(B, h.tpkt(h.h245_clc(lcn=2)))
+    assert {x[3] for x in pinholes(e) if x[4] == "media"} == {6004, 6005}
+
+
 def test_t120_needs_its_data_type_and_is_permanent():
     e = engine()
     q = Tcp(e, A, B, 40000, 1720)

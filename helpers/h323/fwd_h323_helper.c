@@ -75,9 +75,10 @@ static bool from_sender(const struct fwd_helper_ctx *ctx, const struct fwd_h323_
 	       !memcmp(a, &this_dir(ctx)->src, sizeof(*a));
 }
 
-/* An expectation for proto to dst:port, from `src` (NULL: any address), any source port. */
+/* An expectation for proto to dst:port, from `src` (NULL: any address), any source port;
+ * `call` groups expectations for flushes (0: none). */
 static int expect(struct fwd_helper_ctx *ctx, uint8_t cls, uint8_t proto, const union fwd_addr *src,
-		  const union fwd_addr *dst, uint16_t port, uint8_t flags, bool read_by_helper)
+		  const union fwd_addr *dst, uint16_t port, uint8_t flags, uint32_t call)
 {
 	struct fwd_exp_spec s;
 	int err;
@@ -97,21 +98,25 @@ static int expect(struct fwd_helper_ctx *ctx, uint8_t cls, uint8_t proto, const 
 	}
 	s.cls = cls;
 	s.flags = flags;
-	s.helper_ref = read_by_helper ? ctx->helper : NULL;
+	s.call = call;
+	/* What a signalling or H.245 expectation lets in is read by this helper too. */
+	s.helper_ref = cls == CLS_SIGNALLING || cls == CLS_H245 ? ctx->helper : NULL;
 	err = fwd_helper_expect(ctx, &s);
 	return err < 0 && err != -ENOSPC && err != -EINVAL ? err : 0;
 }
 
 /* RTP on the even port and RTCP on the next, from the other endpoint. */
-static int expect_rtp_rtcp(struct fwd_helper_ctx *ctx, const struct fwd_h323_item *it)
+static int expect_rtp_rtcp(struct fwd_helper_ctx *ctx, const struct fwd_h323_item *it,
+			   uint32_t channel)
 {
+	const union fwd_addr *peer = &this_dir(ctx)->dst;
 	union fwd_addr a;
 	int err;
 
 	if (!from_sender(ctx, it, &a))
 		return 0;
-	err = expect(ctx, CLS_MEDIA, 17, &this_dir(ctx)->dst, &a, it->port & ~1u, 0, false);
-	return err ?: expect(ctx, CLS_MEDIA, 17, &this_dir(ctx)->dst, &a, it->port | 1u, 0, false);
+	err = expect(ctx, CLS_MEDIA, 17, peer, &a, it->port & ~1u, 0, channel);
+	return err ?: expect(ctx, CLS_MEDIA, 17, peer, &a, it->port | 1u, 0, channel);
 }
 
 static int expect_t120(struct fwd_helper_ctx *ctx, const struct fwd_h323_item *it)
@@ -120,38 +125,60 @@ static int expect_t120(struct fwd_helper_ctx *ctx, const struct fwd_h323_item *i
 
 	if (!from_sender(ctx, it, &a))
 		return 0;
-	return expect(ctx, CLS_T120, 6, &this_dir(ctx)->dst, &a, it->port, FWD_EXP_PERMANENT, false);
+	return expect(ctx, CLS_T120, 6, &this_dir(ctx)->dst, &a, it->port, FWD_EXP_PERMANENT, 0);
 }
 
-static bool group_has(const struct fwd_h323_msg *m, unsigned from, uint8_t group, uint16_t field)
+static bool group_has(const struct fwd_h323_msg *m, unsigned from, unsigned to, uint16_t field)
 {
-	for (unsigned i = from; i < m->nitems && m->item[i].group == group; i++)
+	for (unsigned i = from; i < to; i++)
 		if (m->item[i].field == field)
 			return true;
 	return false;
 }
 
-/* The H.245 content of a message: every OpenLogicalChannel (fastStart or H.245) and
- * OpenLogicalChannelAck, one group each.  An OLC's T.120 address counts only when its data
- * type is T.120 on a separate LAN stack (as the kernel's process_olc). */
-static int h245_channels(struct fwd_helper_ctx *ctx, const struct fwd_h323_msg *m, bool h245_conn)
+/* One logical channel (or its close): the items [from, to) of one group.  Its media
+ * expectations are keyed by the channel (forwardLogicalChannelNumber and the direction of the
+ * side that opened it), so that CloseLogicalChannel removes them.  An OLC's T.120 address
+ * counts only when its data type is T.120 on a separate LAN stack (as the kernel's
+ * process_olc). */
+static int logical_channel(struct fwd_helper_ctx *ctx, const struct fwd_h323_msg *m,
+			   unsigned from, unsigned to)
 {
-	unsigned start = 0;
+	bool ack = group_has(m, from, to, H323_F_OLCA);
+	uint32_t channel = 0;
 	int err = 0;
 
-	for (unsigned i = 0; i < m->nitems && !err; i++) {
+	for (unsigned i = from; i < to && !err; i++) {
 		const struct fwd_h323_item *it = &m->item[i];
 
-		if (i == 0 || it->group != m->item[i - 1].group)
-			start = i;
-		if (it->group == 0 && !h245_conn)
-			continue; /* the Q.931 message itself */
-		if (it->field == H323_F_MEDIA)
-			err = expect_rtp_rtcp(ctx, it);
-		else if (it->field == H323_F_T120 &&
-			 (group_has(m, start, it->group, H323_F_OLCA) ||
-			  group_has(m, start, it->group, H323_F_T120_LAN)))
+		if (it->field == H323_F_LCN) {
+			/* the opener sent the OLC and the close, and received the Ack */
+			channel = 1u << 20 | (uint32_t)(ack ? !ctx->dir : ctx->dir) << 16 |
+				  (uint32_t)(it->value & 0xffff);
+			if (group_has(m, from, to, H323_F_CLC))
+				fwd_helper_flush(ctx, CLS_MEDIA, channel);
+		} else if (it->field == H323_F_MEDIA) {
+			err = expect_rtp_rtcp(ctx, it, channel);
+		} else if (it->field == H323_F_T120 &&
+			   (ack || group_has(m, from, to, H323_F_T120_LAN))) {
 			err = expect_t120(ctx, it);
+		}
+	}
+	return err;
+}
+
+/* The H.245 content of a message, one group per OpenLogicalChannel (fastStart or H.245),
+ * OpenLogicalChannelAck or CloseLogicalChannel; on a Q.931 connection group 0 is the Q.931
+ * message itself. */
+static int h245_channels(struct fwd_helper_ctx *ctx, const struct fwd_h323_msg *m, bool h245_conn)
+{
+	int err = 0;
+
+	for (unsigned from = 0, to; from < m->nitems && !err; from = to) {
+		for (to = from + 1; to < m->nitems && m->item[to].group == m->item[from].group; to++)
+			;
+		if (m->item[from].group || h245_conn)
+			err = logical_channel(ctx, m, from, to);
 	}
 	return err;
 }
@@ -178,11 +205,11 @@ static int q931_message(struct fwd_helper_ctx *ctx, const struct fwd_h323_msg *m
 		if (!it || ctx->helper->knobs[KNOB_CALLFORWARD_FILTER] || !item_addr(ctx, it, &a) ||
 		    !it->port)
 			return 0;
-		return expect(ctx, CLS_SIGNALLING, 6, &this_dir(ctx)->dst, &a, it->port, 0, true);
+		return expect(ctx, CLS_SIGNALLING, 6, &this_dir(ctx)->dst, &a, it->port, 0, 0);
 	}
 	it = find(m, H323_F_H245_ADDR);
 	if (it && from_sender(ctx, it, &a)) {
-		int err = expect(ctx, CLS_H245, 6, &this_dir(ctx)->dst, &a, it->port, 0, true);
+		int err = expect(ctx, CLS_H245, 6, &this_dir(ctx)->dst, &a, it->port, 0, 0);
 
 		if (err)
 			return err;
@@ -224,7 +251,7 @@ static int ras_rrq(struct fwd_helper_ctx *ctx, struct h323_conn *c, const struct
 		if (it->field == H323_F_SIG_ADDR && from_sender(ctx, it, &a))
 			return expect(ctx, CLS_SIGNALLING, 6,
 				      ctx->helper->knobs[KNOB_GKROUTED_ONLY] ? &this_dir(ctx)->dst : NULL,
-				      &a, it->port, FWD_EXP_PERMANENT, true);
+				      &a, it->port, FWD_EXP_PERMANENT, 0);
 	}
 	return 0;
 }
@@ -261,19 +288,19 @@ static int ras_message(struct fwd_helper_ctx *ctx, struct h323_conn *c,
 		if (!it || !item_addr(ctx, it, &a) || ctx->ct->ext->master ||
 		    (!memcmp(&a, &t->src, sizeof(a)) && it->port == t->sport))
 			return 0;
-		return expect(ctx, CLS_SIGNALLING, 17, &t->dst, &a, it->port, 0, true);
+		return expect(ctx, CLS_SIGNALLING, 17, &t->dst, &a, it->port, 0, 0);
 	}
 	if (find(m, H323_F_ACF)) {
 		it = find(m, H323_F_DEST_SIG_ADDR);
 		if (!it || !item_addr(ctx, it, &a) || !memcmp(&a, &t->dst, sizeof(a)))
 			return 0; /* the answering side's own ACF */
-		return expect(ctx, CLS_SIGNALLING, 6, &t->dst, &a, it->port, FWD_EXP_PERMANENT, true);
+		return expect(ctx, CLS_SIGNALLING, 6, &t->dst, &a, it->port, FWD_EXP_PERMANENT, 0);
 	}
 	if (find(m, H323_F_LCF)) {
 		it = find(m, H323_F_SIG_ADDR);
 		if (!it || !item_addr(ctx, it, &a))
 			return 0;
-		return expect(ctx, CLS_SIGNALLING, 6, &t->dst, &a, it->port, FWD_EXP_PERMANENT, true);
+		return expect(ctx, CLS_SIGNALLING, 6, &t->dst, &a, it->port, FWD_EXP_PERMANENT, 0);
 	}
 	return 0; /* GRQ, ARQ, LRQ, IRR: only NAT would rewrite them */
 }
