@@ -49,9 +49,37 @@ struct msg_ctx {
 	int err;
 };
 
+/* Everything the helper takes from the engine beyond the expectation calls, in one place
+ * (the helper API to come offers each of these; see helpers/h323/README.md). */
 static const struct fwd_tuple *this_dir(const struct fwd_helper_ctx *ctx)
 {
 	return &ctx->ct->node[ctx->dir].tuple;
+}
+
+static const uint8_t *tcp_header(const struct fwd_helper_ctx *ctx)
+{
+	return ctx->data + ctx->pkt->l4off;
+}
+
+static uint64_t knob(const struct fwd_helper_ctx *ctx, unsigned k)
+{
+	return ctx->helper->knobs[k];
+}
+
+static void count_message(struct fwd_helper_ctx *ctx)
+{
+	FWD_HELPER_COUNT(ctx->helper, messages, 1);
+}
+
+static void keep_until(struct fwd_helper_ctx *ctx, uint64_t expires)
+{
+	fwd_ct_set_expires(ctx->ct, expires);
+}
+
+/* The class of the expectation this connection came in by, or -1 if it came by policy. */
+static int expected_class(const struct fwd_helper_ctx *ctx)
+{
+	return ctx->ct->ext->master ? ctx->ct->ext->exp_cls : -1;
 }
 
 /* The item's address, if it is of the connection's family. */
@@ -196,13 +224,13 @@ static int q931_message(struct fwd_helper_ctx *ctx, const struct fwd_h323_msg *m
 	const struct fwd_h323_item *it;
 	union fwd_addr a;
 
-	FWD_HELPER_COUNT(ctx->helper, messages, 1);
+	count_message(ctx);
 	if (find(m, H323_F_CALL_FORWARDED)) {
 		/* A forwarded call: only its second leg, to the alternative address.  fwd has no
 		 * routing view to tell whether both parties are on one side, so with
 		 * callforward_filter on it opens nothing. */
 		it = find(m, H323_F_ALT_ADDR);
-		if (!it || ctx->helper->knobs[KNOB_CALLFORWARD_FILTER] || !item_addr(ctx, it, &a) ||
+		if (!it || knob(ctx, KNOB_CALLFORWARD_FILTER) || !item_addr(ctx, it, &a) ||
 		    !it->port)
 			return 0;
 		return expect(ctx, CLS_SIGNALLING, 6, &this_dir(ctx)->dst, &a, it->port, 0, 0);
@@ -227,7 +255,7 @@ static int on_tpkt(const uint8_t *p, size_t len, void *arg)
 	if (c->kind == KIND_H245) {
 		r = fwd_h323_parse_h245(p, len, &m);
 		if (r > 0) {
-			FWD_HELPER_COUNT(mc->ctx->helper, messages, 1);
+			count_message(mc->ctx);
 			r = h245_channels(mc->ctx, &m, true);
 		}
 	} else {
@@ -244,13 +272,13 @@ static int ras_rrq(struct fwd_helper_ctx *ctx, struct h323_conn *c, const struct
 	const struct fwd_h323_item *ttl = find(m, H323_F_TTL);
 	union fwd_addr a;
 
-	c->ttl_ns = ttl ? ttl->value * NS : ctx->helper->knobs[KNOB_DEFAULT_RRQ_TTL_NS];
+	c->ttl_ns = ttl ? ttl->value * NS : knob(ctx, KNOB_DEFAULT_RRQ_TTL_NS);
 	for (unsigned i = 0; i < m->nitems; i++) {
 		const struct fwd_h323_item *it = &m->item[i];
 
 		if (it->field == H323_F_SIG_ADDR && from_sender(ctx, it, &a))
 			return expect(ctx, CLS_SIGNALLING, 6,
-				      ctx->helper->knobs[KNOB_GKROUTED_ONLY] ? &this_dir(ctx)->dst : NULL,
+				      knob(ctx, KNOB_GKROUTED_ONLY) ? &this_dir(ctx)->dst : NULL,
 				      &a, it->port, FWD_EXP_PERMANENT, 0);
 	}
 	return 0;
@@ -263,7 +291,7 @@ static int ras_message(struct fwd_helper_ctx *ctx, struct h323_conn *c,
 	const struct fwd_h323_item *it;
 	union fwd_addr a;
 
-	FWD_HELPER_COUNT(ctx->helper, messages, 1);
+	count_message(ctx);
 	if (find(m, H323_F_RRQ))
 		return ras_rrq(ctx, c, m);
 	if (find(m, H323_F_RCF)) {
@@ -271,21 +299,21 @@ static int ras_message(struct fwd_helper_ctx *ctx, struct h323_conn *c,
 		if (it)
 			c->ttl_ns = it->value * NS;
 		if (c->ttl_ns) {
-			fwd_ct_set_expires(ctx->ct, ctx->now + c->ttl_ns);
+			keep_until(ctx, ctx->now + c->ttl_ns);
 			fwd_helper_activate(ctx, CLS_SIGNALLING, ctx->now + c->ttl_ns);
 		}
 		return 0;
 	}
 	if (find(m, H323_F_URQ)) {
 		fwd_helper_flush(ctx, -1, 0);
-		fwd_ct_set_expires(ctx->ct, ctx->now + 30 * NS); /* for the UCF or URJ */
+		keep_until(ctx, ctx->now + 30 * NS); /* for the UCF or URJ */
 		return 0;
 	}
 	if (find(m, H323_F_GCF)) {
 		it = find(m, H323_F_RAS_ADDR);
 		/* Registration elsewhere than where discovery happened; never from an expected
 		 * RAS connection (no expectation loops). */
-		if (!it || !item_addr(ctx, it, &a) || ctx->ct->ext->master ||
+		if (!it || !item_addr(ctx, it, &a) || expected_class(ctx) >= 0 ||
 		    (!memcmp(&a, &t->src, sizeof(a)) && it->port == t->sport))
 			return 0;
 		return expect(ctx, CLS_SIGNALLING, 17, &t->dst, &a, it->port, 0, 0);
@@ -308,7 +336,7 @@ static int ras_message(struct fwd_helper_ctx *ctx, struct h323_conn *c,
 /* Feeds the in-order part of a TCP segment to this direction's TPKT stream. */
 static int tcp_segment(struct fwd_helper_ctx *ctx, struct h323_conn *c)
 {
-	const uint8_t *tcp = ctx->data + ctx->pkt->l4off;
+	const uint8_t *tcp = tcp_header(ctx);
 	uint32_t seq = (uint32_t)tcp[4] << 24 | (uint32_t)tcp[5] << 16 | (uint32_t)tcp[6] << 8 | tcp[7];
 	const uint8_t *data = ctx->payload;
 	size_t len = ctx->payload_len;
@@ -344,10 +372,9 @@ static int tcp_segment(struct fwd_helper_ctx *ctx, struct h323_conn *c)
  * master is and which class of expectation created it otherwise. */
 static uint8_t conn_kind(const struct fwd_helper_ctx *ctx)
 {
-	const struct fwd_ct_ext *ext = ctx->ct->ext;
-	bool tcp = ctx->pkt->tuple.proto == 6;
+	bool tcp = this_dir(ctx)->proto == 6;
 
-	if (ext->master && tcp && ext->exp_cls == CLS_H245)
+	if (tcp && expected_class(ctx) == CLS_H245)
 		return KIND_H245;
 	return tcp ? KIND_Q931 : KIND_RAS;
 }
