@@ -304,7 +304,7 @@ unsigned fwd_exp_flush_master(struct fwd_exp_table *x, struct fwd_ct *master, in
 	return total;
 }
 
-unsigned fwd_exp_activate(struct fwd_exp_table *x, struct fwd_ct *master, int cls,
+unsigned fwd_exp_activate(struct fwd_exp_table *x, struct fwd_ct *master, int cls, uint32_t call,
 			  uint64_t expires)
 {
 	unsigned n = 0;
@@ -313,7 +313,7 @@ unsigned fwd_exp_activate(struct fwd_exp_table *x, struct fwd_ct *master, int cl
 		return 0;
 	fwd_lock(&x->lock);
 	for (struct fwd_exp *e = master->ext->exps; e; e = e->mnext) {
-		if (cls < 0 || e->spec.cls == cls) {
+		if ((cls < 0 || e->spec.cls == cls) && (!call || e->spec.call == call)) {
 			e->spec.flags &= (uint8_t)~FWD_EXP_INACTIVE;
 			if (expires)
 				e->expires = expires;

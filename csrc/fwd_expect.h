@@ -105,9 +105,10 @@ bool fwd_exp_match(struct fwd_exp_table *x, const struct fwd_tuple *t, uint64_t 
 unsigned fwd_exp_flush_master(struct fwd_exp_table *x, struct fwd_ct *master, int cls,
 			      uint32_t call);
 
-/* Activates master's INACTIVE expectations of class `cls` (clears the flag) and, if `expires` is
- * not 0, sets when they expire; returns how many.  Locking: takes the expect lock. */
-unsigned fwd_exp_activate(struct fwd_exp_table *x, struct fwd_ct *master, int cls,
+/* Activates master's INACTIVE expectations of class `cls` whose `call` is `call` (0: any)
+ * (clears the flag) and, if `expires` is not 0, sets when they expire; returns how many.
+ * Locking: takes the expect lock. */
+unsigned fwd_exp_activate(struct fwd_exp_table *x, struct fwd_ct *master, int cls, uint32_t call,
 			  uint64_t expires);
 
 /* Removes expired expectations; returns how many.  Locking: takes the expect lock. */

@@ -82,9 +82,9 @@ unsigned fwd_helper_flush(struct fwd_helper_ctx *ctx, int cls, uint32_t call)
 	return fwd_exp_flush_master(&ctx->engine->exp, ctx->ct, cls, call);
 }
 
-unsigned fwd_helper_activate(struct fwd_helper_ctx *ctx, int cls, uint64_t expires)
+unsigned fwd_helper_activate(struct fwd_helper_ctx *ctx, int cls, uint32_t call, uint64_t expires)
 {
-	return fwd_exp_activate(&ctx->engine->exp, ctx->ct, cls, expires);
+	return fwd_exp_activate(&ctx->engine->exp, ctx->ct, cls, call, expires);
 }
 
 void fwd_helper_keep_until(struct fwd_helper_ctx *ctx, uint64_t expires)

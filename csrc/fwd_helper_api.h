@@ -98,8 +98,9 @@ enum fwd_helper_counter {
 int fwd_helper_expect(struct fwd_helper_ctx *ctx, struct fwd_exp_spec *spec);
 /* Removes this connection's expectations of class `cls` (-1: all) and call `call` (0: any). */
 unsigned fwd_helper_flush(struct fwd_helper_ctx *ctx, int cls, uint32_t call);
-/* Activates this connection's inactive expectations of class `cls`; expires 0: keep theirs. */
-unsigned fwd_helper_activate(struct fwd_helper_ctx *ctx, int cls, uint64_t expires);
+/* Activates this connection's inactive expectations of class `cls` and call `call` (0: any);
+ * expires 0: keep theirs. */
+unsigned fwd_helper_activate(struct fwd_helper_ctx *ctx, int cls, uint32_t call, uint64_t expires);
 /* Keeps the connection until `expires` (ns), whatever its protocol timeout says.
  * Locking: none (an atomic store). */
 void fwd_helper_keep_until(struct fwd_helper_ctx *ctx, uint64_t expires);

@@ -89,6 +89,18 @@ def test_rrq_expects_q931_from_the_gatekeeper_rcf_sets_its_lifetime_urq_removes_
     assert pinholes(e) == []
 
 
+def test_rcf_sets_the_lifetime_of_the_registration_only():
+    """An admitted call's pinhole keeps its 240 s when a later RCF (a keep-alive registration)
+    gives the registration's pinhole its timeToLive."""
+    e = engine()
+    run(e, ras(A, GK, h.ras("arq", dest=(B, 1720))))
+    run(e, udp(GK, A, 1719, 1719, h.ras("acf", dest=(B, 1720))))
+    run(e, ras(A, GK, h.ras("rrq", sig=[(A, 1720)], ttl=3600)))
+    run(e, udp(GK, A, 1719, 1719, h.ras("rcf", sig=[(A, 1720)])), now=11.0)
+    left = {x["dst"]: x["timeout"] for x in e.expectations(11.0)}
+    assert left == {B: pytest.approx(230.0), A: pytest.approx(3600.0)}
+
+
 def test_rrq_without_ttl_uses_default_rrq_ttl_and_gkrouted_only_off_allows_anyone():
     e = engine(gkrouted_only=0)
     run(e, ras(A, GK, h.ras("rrq", sig=[(A, 1720)])))

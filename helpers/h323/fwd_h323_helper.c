@@ -32,6 +32,9 @@ enum { KNOB_DEFAULT_RRQ_TTL_NS, KNOB_GKROUTED_ONLY, KNOB_CALLFORWARD_FILTER };
 static const char *const class_names[H323_CLASSES] = { "signalling", "h245", "media", "t120" };
 
 enum { KIND_UNKNOWN, KIND_RAS, KIND_Q931, KIND_H245 };
+/* The `call` of the Q.931 expectation an RRQ opens: the RCF sets the lifetime of this one only
+ * (as the kernel's process_rcf), not of what ACF, LCF or GCF opened on the same connection. */
+#define CALL_REGISTRATION 1u
 
 #define NS 1000000000ull
 
@@ -279,7 +282,7 @@ static int ras_rrq(struct fwd_helper_ctx *ctx, struct h323_conn *c, const struct
 		if (it->field == H323_F_SIG_ADDR && from_sender(ctx, it, &a))
 			return expect(ctx, CLS_SIGNALLING, 6,
 				      knob(ctx, KNOB_GKROUTED_ONLY) ? &this_dir(ctx)->dst : NULL,
-				      &a, it->port, FWD_EXP_PERMANENT, 0);
+				      &a, it->port, FWD_EXP_PERMANENT, CALL_REGISTRATION);
 	}
 	return 0;
 }
@@ -300,7 +303,8 @@ static int ras_message(struct fwd_helper_ctx *ctx, struct h323_conn *c,
 			c->ttl_ns = it->value * NS;
 		if (c->ttl_ns) {
 			keep_until(ctx, ctx->now + c->ttl_ns);
-			fwd_helper_activate(ctx, CLS_SIGNALLING, ctx->now + c->ttl_ns);
+			fwd_helper_activate(ctx, CLS_SIGNALLING, CALL_REGISTRATION,
+					    ctx->now + c->ttl_ns);
 		}
 		return 0;
 	}

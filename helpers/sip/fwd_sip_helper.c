@@ -205,7 +205,8 @@ static void register_answer(struct fwd_helper_ctx *ctx, struct sip_conn *c,
 		return; /* a late answer to an older REGISTER, or provisional */
 	if (m->status < 300 && m->expires > 0 && m->contact_family == sig->family &&
 	    same_addr(sig->family, &m->contact_addr, &sig->dst)) {
-		fwd_helper_activate(ctx, CLS_SIGNALLING, ctx->now + (uint64_t)m->expires * 1000000000ull);
+		fwd_helper_activate(ctx, CLS_SIGNALLING, 0,
+				    ctx->now + (uint64_t)m->expires * 1000000000ull);
 		return;
 	}
 	fwd_helper_flush(ctx, CLS_SIGNALLING, 0);
