@@ -316,6 +316,7 @@ static int run_helper(struct fwd_engine *e, struct fwd_worker *w, struct fwd_ct 
 	struct fwd_helper_ctx ctx = {
 		.tuple = &ct->node[dir].tuple, .dir = dir, .l4 = data + p->l4off,
 		.payload = data + p->l4off + p->l4hlen, .payload_len = p->l4len - p->l4hlen,
+		.exp_cls = ct->ext->master ? ct->ext->exp_cls : -1,
 		.state = ct->ext->hdata, .knobs = h->knobs, .now = now,
 		.expected = fwd_ct_status(ct) & FWD_CT_EXPECTED,
 		.midstream = fwd_ct_status(ct) & FWD_CT_MIDSTREAM,

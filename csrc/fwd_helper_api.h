@@ -49,6 +49,8 @@ struct fwd_helper_ctx {
 	const uint8_t *l4;             /* transport header (checked complete by the parser) */
 	const uint8_t *payload;        /* transport payload, payload_len > 0 bytes */
 	size_t payload_len;
+	int exp_cls;                   /* class of the expectation the connection came in by
+					* (index in this type's class_names), -1: by policy */
 	void *state;                   /* per-connection state (type->state_size bytes, zeroed) */
 	const uint64_t *knobs;         /* the instance's knob values, in type->knob_names order */
 	uint64_t now;                  /* ns, the engine's clock */

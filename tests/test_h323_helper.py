@@ -6,25 +6,29 @@ refuses (addresses that are not the sender's, other families, malformed signalli
 import pytest
 
 from fwd import _core
+from fwd.engine import HelperSpec, Rule, compile_helper
 from tests import h323msg as h
 from tests.pkt import batch, tcp, udp
 
 A, B, GK = "10.0.0.1", "10.0.0.2", "10.0.0.9"
 A6, B6 = "fd00::1", "fd00::2"
 EST_REL = (1 << _core.STATE_ESTABLISHED) | (1 << _core.STATE_RELATED)
-ANY_PORTS = (0, 65535, 0, 65535)
+NEW = 1 << _core.STATE_NEW
+ACCEPT = _core.VERDICT_ACCEPT
 RULES = [
-    (EST_REL, 0, -1, None, 0, None, 0, *ANY_PORTS, 0, 0, 1, -1),
-    (1 << _core.STATE_NEW, 0, 17, None, 0, None, 0, 0, 65535, 1719, 1719, 0, 0, 1, -1),
-    (1 << _core.STATE_NEW, 0, 6, None, 0, None, 0, 0, 65535, 1720, 1720, 0, 0, 1, -1),
+    Rule(state_mask=EST_REL, verdict=ACCEPT),
+    Rule(state_mask=NEW, proto=17, dport_lo=1719, dport_hi=1719, verdict=ACCEPT),
+    Rule(state_mask=NEW, proto=6, dport_lo=1720, dport_hi=1720, verdict=ACCEPT),
 ]
 NS = 10**9
 
 
 def h323_helper(on_error=1, gkrouted_only=1, callforward_filter=1):
-    classes = [(32, 240.0), (2, 240.0), (16, 240.0), (2, 240.0)]
-    knobs = [300 * NS, gkrouted_only, callforward_filter]
-    return ("h323", on_error, classes, knobs, [(17, 1719, 1719), (6, 1720, 1720)])
+    classes = {"signalling": (32, 240.0), "h245": (2, 240.0), "media": (16, 240.0),
+               "t120": (2, 240.0)}
+    knobs = {"default_rrq_ttl": 300 * NS, "gkrouted_only": gkrouted_only,
+             "callforward_filter": callforward_filter}
+    return HelperSpec("h323", on_error, classes, knobs, [(17, 1719, 1719), (6, 1720, 1720)])
 
 
 def engine(**helper):
@@ -251,8 +255,8 @@ def test_shipped_h323_file_loads_with_the_kernel_defaults():
                                  "t120": (2, 240)}
     assert dict(h323.knobs) == {"default_rrq_ttl": 300, "gkrouted_only": True,
                                 "callforward_filter": True}
-    t = h323.engine_tuple()
+    t = compile_helper(h323)
     assert t[:4] == h323_helper()[:4]
     # Every transport on every port, as the framework binds today (UDP 1720 is read as RAS,
     # TCP 1719 as Q.931): per-transport ports wait for the helper framework's named bindings.
-    assert sorted(t[4]) == [(6, 1719, 1719), (6, 1720, 1720), (17, 1719, 1719), (17, 1720, 1720)]
+    assert sorted(t.bindings) == [(6, 1719, 1719), (6, 1720, 1720), (17, 1719, 1719), (17, 1720, 1720)]

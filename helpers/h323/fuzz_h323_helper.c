@@ -13,8 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-extern const struct fwd_helper_type fwd_helper_h323;
-
 struct flow {
 	uint8_t proto;
 	uint32_t src, dst; /* IPv4, host order */
@@ -80,9 +78,9 @@ static void process(struct fwd_engine *e, const uint8_t *pkt, size_t len, uint64
 
 static struct fwd_policy *policy(void)
 {
+	const struct fwd_helper_type *type = fwd_helper_type_find("h323");
 	struct fwd_policy *pol = fwd_policy_alloc(0, FWD_MAX_WORKERS);
-	struct fwd_helper *h = fwd_helper_new(&fwd_helper_h323);
-	static const uint64_t knobs[] = { 300000000000ull, 1, 1 };
+	struct fwd_helper *h = type ? fwd_helper_new(type) : NULL;
 
 	if (!pol || !h)
 		abort();
@@ -93,9 +91,10 @@ static struct fwd_policy *policy(void)
 		abort();
 	pol->helpers[pol->nhelpers++] = h;
 	h->on_error = FWD_DROP;
-	for (int c = 0; c < 4; c++)
+	for (unsigned c = 0; c < type->nclasses; c++)
 		h->policy[c] = (struct fwd_exp_class_policy){ 4, 240000000000ull };
-	memcpy(h->knobs, knobs, sizeof(knobs));
+	for (unsigned k = 0; k < type->nknobs; k++) /* default_rrq_ttl 300 s; the flags on */
+		h->knobs[k] = strcmp(type->knob_names[k], "default_rrq_ttl") ? 1 : 300000000000ull;
 	pol->bindings[pol->nbindings++] = (struct fwd_helper_binding){ 17, 1719, 1719, h };
 	pol->bindings[pol->nbindings++] = (struct fwd_helper_binding){ 6, 1720, 1720, h };
 	return pol;

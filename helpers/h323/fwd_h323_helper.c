@@ -18,7 +18,7 @@
  * Every announced address must be the sender's own and of the connection's family; the other
  * endpoint is the only source allowed.  No global state: the decoder runs on the worker's stack.
  */
-#include "fwd_helper.h"
+#include "fwd_helper_api.h"
 #include "fwd_h323_parse.h"
 
 #include <errno.h>
@@ -26,10 +26,12 @@
 #include <string.h>
 
 enum { CLS_SIGNALLING, CLS_H245, CLS_MEDIA, CLS_T120, H323_CLASSES };
-/* Knobs, set from etc/helpers.d/h323.toml by the Python side (helpers/h323/__init__.py). */
-enum { KNOB_DEFAULT_RRQ_TTL_NS, KNOB_GKROUTED_ONLY, KNOB_CALLFORWARD_FILTER };
+/* Knobs, set by name from etc/helpers.d/h323.toml by the Python side (helpers/h323/__init__.py). */
+enum { KNOB_DEFAULT_RRQ_TTL_NS, KNOB_GKROUTED_ONLY, KNOB_CALLFORWARD_FILTER, H323_KNOBS };
 
 static const char *const class_names[H323_CLASSES] = { "signalling", "h245", "media", "t120" };
+static const char *const knob_names[H323_KNOBS] = { "default_rrq_ttl", "gkrouted_only",
+						    "callforward_filter" };
 
 enum { KIND_UNKNOWN, KIND_RAS, KIND_Q931, KIND_H245 };
 /* The `call` of the Q.931 expectation an RRQ opens: the RCF sets the lifetime of this one only
@@ -52,46 +54,13 @@ struct msg_ctx {
 	int err;
 };
 
-/* Everything the helper takes from the engine beyond the expectation calls, in one place
- * (the helper API to come offers each of these; see helpers/h323/README.md). */
-static const struct fwd_tuple *this_dir(const struct fwd_helper_ctx *ctx)
-{
-	return &ctx->ct->node[ctx->dir].tuple;
-}
-
-static const uint8_t *tcp_header(const struct fwd_helper_ctx *ctx)
-{
-	return ctx->data + ctx->pkt->l4off;
-}
-
-static uint64_t knob(const struct fwd_helper_ctx *ctx, unsigned k)
-{
-	return ctx->helper->knobs[k];
-}
-
-static void count_message(struct fwd_helper_ctx *ctx)
-{
-	FWD_HELPER_COUNT(ctx->helper, messages, 1);
-}
-
-static void keep_until(struct fwd_helper_ctx *ctx, uint64_t expires)
-{
-	fwd_ct_set_expires(ctx->ct, expires);
-}
-
-/* The class of the expectation this connection came in by, or -1 if it came by policy. */
-static int expected_class(const struct fwd_helper_ctx *ctx)
-{
-	return ctx->ct->ext->master ? ctx->ct->ext->exp_cls : -1;
-}
-
 /* The item's address, if it is of the connection's family. */
 static bool item_addr(const struct fwd_helper_ctx *ctx, const struct fwd_h323_item *it,
 		      union fwd_addr *a)
 {
 	uint8_t family = it->role == PER_ROLE_IP4 ? 4 : it->role == PER_ROLE_IP6 ? 6 : 0;
 
-	if (family != this_dir(ctx)->family)
+	if (family != ctx->tuple->family)
 		return false;
 	memset(a, 0, sizeof(*a));
 	memcpy(a->b, it->addr, family == 4 ? 4 : 16);
@@ -103,7 +72,7 @@ static bool from_sender(const struct fwd_helper_ctx *ctx, const struct fwd_h323_
 			union fwd_addr *a)
 {
 	return item_addr(ctx, it, a) && it->port &&
-	       !memcmp(a, &this_dir(ctx)->src, sizeof(*a));
+	       !memcmp(a, &ctx->tuple->src, sizeof(*a));
 }
 
 /* An expectation for proto to dst:port, from `src` (NULL: any address), any source port;
@@ -115,7 +84,7 @@ static int expect(struct fwd_helper_ctx *ctx, uint8_t cls, uint8_t proto, const 
 	int err;
 
 	memset(&s, 0, sizeof(s));
-	s.tuple.family = this_dir(ctx)->family;
+	s.tuple.family = ctx->tuple->family;
 	s.tuple.proto = proto;
 	s.tuple.dst = *dst;
 	s.tuple.dport = port;
@@ -140,7 +109,7 @@ static int expect(struct fwd_helper_ctx *ctx, uint8_t cls, uint8_t proto, const 
 static int expect_rtp_rtcp(struct fwd_helper_ctx *ctx, const struct fwd_h323_item *it,
 			   uint32_t channel)
 {
-	const union fwd_addr *peer = &this_dir(ctx)->dst;
+	const union fwd_addr *peer = &ctx->tuple->dst;
 	union fwd_addr a;
 	int err;
 
@@ -156,7 +125,7 @@ static int expect_t120(struct fwd_helper_ctx *ctx, const struct fwd_h323_item *i
 
 	if (!from_sender(ctx, it, &a))
 		return 0;
-	return expect(ctx, CLS_T120, 6, &this_dir(ctx)->dst, &a, it->port, FWD_EXP_PERMANENT, 0);
+	return expect(ctx, CLS_T120, 6, &ctx->tuple->dst, &a, it->port, FWD_EXP_PERMANENT, 0);
 }
 
 static bool group_has(const struct fwd_h323_msg *m, unsigned from, unsigned to, uint16_t field)
@@ -227,20 +196,20 @@ static int q931_message(struct fwd_helper_ctx *ctx, const struct fwd_h323_msg *m
 	const struct fwd_h323_item *it;
 	union fwd_addr a;
 
-	count_message(ctx);
+	fwd_helper_count(ctx, FWD_HELPER_messages, 1);
 	if (find(m, H323_F_CALL_FORWARDED)) {
 		/* A forwarded call: only its second leg, to the alternative address.  fwd has no
 		 * routing view to tell whether both parties are on one side, so with
 		 * callforward_filter on it opens nothing. */
 		it = find(m, H323_F_ALT_ADDR);
-		if (!it || knob(ctx, KNOB_CALLFORWARD_FILTER) || !item_addr(ctx, it, &a) ||
+		if (!it || ctx->knobs[KNOB_CALLFORWARD_FILTER] || !item_addr(ctx, it, &a) ||
 		    !it->port)
 			return 0;
-		return expect(ctx, CLS_SIGNALLING, 6, &this_dir(ctx)->dst, &a, it->port, 0, 0);
+		return expect(ctx, CLS_SIGNALLING, 6, &ctx->tuple->dst, &a, it->port, 0, 0);
 	}
 	it = find(m, H323_F_H245_ADDR);
 	if (it && from_sender(ctx, it, &a)) {
-		int err = expect(ctx, CLS_H245, 6, &this_dir(ctx)->dst, &a, it->port, 0, 0);
+		int err = expect(ctx, CLS_H245, 6, &ctx->tuple->dst, &a, it->port, 0, 0);
 
 		if (err)
 			return err;
@@ -258,7 +227,7 @@ static int on_tpkt(const uint8_t *p, size_t len, void *arg)
 	if (c->kind == KIND_H245) {
 		r = fwd_h323_parse_h245(p, len, &m);
 		if (r > 0) {
-			count_message(mc->ctx);
+			fwd_helper_count(mc->ctx, FWD_HELPER_messages, 1);
 			r = h245_channels(mc->ctx, &m, true);
 		}
 	} else {
@@ -275,13 +244,13 @@ static int ras_rrq(struct fwd_helper_ctx *ctx, struct h323_conn *c, const struct
 	const struct fwd_h323_item *ttl = find(m, H323_F_TTL);
 	union fwd_addr a;
 
-	c->ttl_ns = ttl ? ttl->value * NS : knob(ctx, KNOB_DEFAULT_RRQ_TTL_NS);
+	c->ttl_ns = ttl ? ttl->value * NS : ctx->knobs[KNOB_DEFAULT_RRQ_TTL_NS];
 	for (unsigned i = 0; i < m->nitems; i++) {
 		const struct fwd_h323_item *it = &m->item[i];
 
 		if (it->field == H323_F_SIG_ADDR && from_sender(ctx, it, &a))
 			return expect(ctx, CLS_SIGNALLING, 6,
-				      knob(ctx, KNOB_GKROUTED_ONLY) ? &this_dir(ctx)->dst : NULL,
+				      ctx->knobs[KNOB_GKROUTED_ONLY] ? &ctx->tuple->dst : NULL,
 				      &a, it->port, FWD_EXP_PERMANENT, CALL_REGISTRATION);
 	}
 	return 0;
@@ -290,11 +259,11 @@ static int ras_rrq(struct fwd_helper_ctx *ctx, struct h323_conn *c, const struct
 static int ras_message(struct fwd_helper_ctx *ctx, struct h323_conn *c,
 		       const struct fwd_h323_msg *m)
 {
-	const struct fwd_tuple *t = this_dir(ctx);
+	const struct fwd_tuple *t = ctx->tuple;
 	const struct fwd_h323_item *it;
 	union fwd_addr a;
 
-	count_message(ctx);
+	fwd_helper_count(ctx, FWD_HELPER_messages, 1);
 	if (find(m, H323_F_RRQ))
 		return ras_rrq(ctx, c, m);
 	if (find(m, H323_F_RCF)) {
@@ -302,7 +271,7 @@ static int ras_message(struct fwd_helper_ctx *ctx, struct h323_conn *c,
 		if (it)
 			c->ttl_ns = it->value * NS;
 		if (c->ttl_ns) {
-			keep_until(ctx, ctx->now + c->ttl_ns);
+			fwd_helper_keep_until(ctx, ctx->now + c->ttl_ns);
 			fwd_helper_activate(ctx, CLS_SIGNALLING, CALL_REGISTRATION,
 					    ctx->now + c->ttl_ns);
 		}
@@ -310,14 +279,14 @@ static int ras_message(struct fwd_helper_ctx *ctx, struct h323_conn *c,
 	}
 	if (find(m, H323_F_URQ)) {
 		fwd_helper_flush(ctx, -1, 0);
-		keep_until(ctx, ctx->now + 30 * NS); /* for the UCF or URJ */
+		fwd_helper_keep_until(ctx, ctx->now + 30 * NS); /* for the UCF or URJ */
 		return 0;
 	}
 	if (find(m, H323_F_GCF)) {
 		it = find(m, H323_F_RAS_ADDR);
 		/* Registration elsewhere than where discovery happened; never from an expected
 		 * RAS connection (no expectation loops). */
-		if (!it || !item_addr(ctx, it, &a) || expected_class(ctx) >= 0 ||
+		if (!it || !item_addr(ctx, it, &a) || ctx->exp_cls >= 0 ||
 		    (!memcmp(&a, &t->src, sizeof(a)) && it->port == t->sport))
 			return 0;
 		return expect(ctx, CLS_SIGNALLING, 17, &t->dst, &a, it->port, 0, 0);
@@ -340,7 +309,7 @@ static int ras_message(struct fwd_helper_ctx *ctx, struct h323_conn *c,
 /* Feeds the in-order part of a TCP segment to this direction's TPKT stream. */
 static int tcp_segment(struct fwd_helper_ctx *ctx, struct h323_conn *c)
 {
-	const uint8_t *tcp = tcp_header(ctx);
+	const uint8_t *tcp = ctx->l4;
 	uint32_t seq = (uint32_t)tcp[4] << 24 | (uint32_t)tcp[5] << 16 | (uint32_t)tcp[6] << 8 | tcp[7];
 	const uint8_t *data = ctx->payload;
 	size_t len = ctx->payload_len;
@@ -376,9 +345,9 @@ static int tcp_segment(struct fwd_helper_ctx *ctx, struct h323_conn *c)
  * master is and which class of expectation created it otherwise. */
 static uint8_t conn_kind(const struct fwd_helper_ctx *ctx)
 {
-	bool tcp = this_dir(ctx)->proto == 6;
+	bool tcp = ctx->tuple->proto == 6;
 
-	if (tcp && expected_class(ctx) == CLS_H245)
+	if (tcp && ctx->exp_cls == CLS_H245)
 		return KIND_H245;
 	return tcp ? KIND_Q931 : KIND_RAS;
 }
@@ -405,11 +374,14 @@ static void h323_release(void *state)
 	free(c->stream[1]);
 }
 
-const struct fwd_helper_type fwd_helper_h323 = {
+static const struct fwd_helper_type fwd_helper_h323 = {
 	.name = "h323",
 	.nclasses = H323_CLASSES,
 	.class_names = class_names,
+	.nknobs = H323_KNOBS,
+	.knob_names = knob_names,
 	.state_size = sizeof(struct h323_conn),
 	.packet = h323_packet,
 	.release = h323_release,
 };
+FWD_HELPER_REGISTER(fwd_helper_h323);
