@@ -38,7 +38,8 @@ def test_readme_steps_install(installed):
         assert step["rc"] == 0, step
     assert steps[-1]["skipped"]
     assert steps[3]["output"] == "ok\n"  # check-config of the installed file, default path
-    assert installed["installed"] == ["/etc/fwd/fwd.toml", "/etc/fwd/helpers.d/sip.toml",
+    assert installed["installed"] == ["/etc/fwd/fwd.toml", "/etc/fwd/helpers.d/h323.toml",
+                                      "/etc/fwd/helpers.d/sip.toml",
                                       "/etc/systemd/system/fwd.service"]
     assert installed["exec_start"] == ["/opt/fwd/bin/fwd run --config /etc/fwd/fwd.toml"]
     assert installed["verify"] == ""  # systemd-analyze verify of the installed unit
