@@ -49,11 +49,6 @@ struct h323_conn {
 	struct fwd_h323_stream *stream[2];
 };
 
-struct msg_ctx {
-	struct fwd_helper_ctx *ctx;
-	int err;
-};
-
 /* The item's address, if it is of the connection's family. */
 static bool item_addr(const struct fwd_helper_ctx *ctx, const struct fwd_h323_item *it,
 		      union fwd_addr *a)
@@ -219,21 +214,21 @@ static int q931_message(struct fwd_helper_ctx *ctx, const struct fwd_h323_msg *m
 
 static int on_tpkt(const uint8_t *p, size_t len, void *arg)
 {
-	struct msg_ctx *mc = arg;
-	struct h323_conn *c = mc->ctx->state;
+	struct fwd_helper_ctx *ctx = arg;
+	struct h323_conn *c = ctx->state;
 	struct fwd_h323_msg m;
 	int r;
 
 	if (c->kind == KIND_H245) {
 		r = fwd_h323_parse_h245(p, len, &m);
 		if (r > 0) {
-			fwd_helper_count(mc->ctx, FWD_HELPER_messages, 1);
-			r = h245_channels(mc->ctx, &m, true);
+			fwd_helper_count(ctx, FWD_HELPER_messages, 1);
+			r = h245_channels(ctx, &m, true);
 		}
 	} else {
 		r = fwd_h323_parse_q931(p, len, &m);
 		if (r > 0)
-			r = q931_message(mc->ctx, &m);
+			r = q931_message(ctx, &m);
 	}
 	return r < 0 ? r : 0;
 }
@@ -313,7 +308,6 @@ static int tcp_segment(struct fwd_helper_ctx *ctx, struct h323_conn *c)
 	uint32_t seq = (uint32_t)tcp[4] << 24 | (uint32_t)tcp[5] << 16 | (uint32_t)tcp[6] << 8 | tcp[7];
 	const uint8_t *data = ctx->payload;
 	size_t len = ctx->payload_len;
-	struct msg_ctx mc = { .ctx = ctx };
 	int d = ctx->dir, r;
 
 	if (!c->stream[d]) {
@@ -337,7 +331,7 @@ static int tcp_segment(struct fwd_helper_ctx *ctx, struct h323_conn *c)
 	}
 	c->seq_known[d] = 1;
 	c->next_seq[d] = seq + (uint32_t)len;
-	r = fwd_h323_stream_feed(c->stream[d], data, len, on_tpkt, &mc);
+	r = fwd_h323_stream_feed(c->stream[d], data, len, on_tpkt, ctx);
 	return r < 0 ? r : 0;
 }
 
