@@ -320,6 +320,61 @@ int fwd_pkt_parse(struct fwd_pkt *p, const uint8_t *data, size_t len, size_t wir
 	return p->kind = FWD_PKT_TRACKED;
 }
 
+/* Ones'-complement sum of n bytes as big-endian 16-bit words (an odd last byte padded). */
+static uint32_t csum_add(uint32_t sum, const uint8_t *b, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < n; i += 2)
+		sum += rd16(b + i);
+	if (i < n)
+		sum += (uint32_t)b[i] << 8;
+	return sum;
+}
+
+bool fwd_pkt_csum_bad(const struct fwd_pkt *p, const uint8_t *data)
+{
+	const struct fwd_tuple *t = &p->tuple;
+	const uint8_t *l4 = data + p->l4off; /* the parser checked: >= 8 bytes for these protocols */
+	uint32_t len = p->l4len, cover = len, sum = 0;
+	uint8_t pseudo[8] = { (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+			      (uint8_t)len, 0, 0, 0, t->proto };
+
+	if (p->kind == FWD_PKT_INVALID || p->l4len != p->l4wire)
+		return false;
+	switch (t->proto) {
+	case IPPROTO_TCP_:
+	case IPPROTO_ICMPV6_:
+		break;
+	case IPPROTO_ICMP_:
+		cover = 0; /* no pseudo-header: sum the message alone, below */
+		sum = csum_add(0, l4, len);
+		break;
+	case IPPROTO_UDP_:
+		if (rd16(l4 + 6) == 0) /* no checksum */
+			return false;
+		break;
+	case IPPROTO_UDPLITE_:
+		cover = rd16(l4 + 4) ? rd16(l4 + 4) : len; /* checksum coverage, 0 = all */
+		if (rd16(l4 + 6) == 0 || cover < 8 || cover > len)
+			return true; /* the kernel: checksum missing, or invalid coverage */
+		break;
+	default:
+		return false;
+	}
+	if (cover) {
+		size_t alen = t->family == 4 ? 4 : 16;
+
+		sum = csum_add(sum, t->src.b, alen);
+		sum = csum_add(sum, t->dst.b, alen);
+		sum = csum_add(sum, pseudo, sizeof(pseudo));
+		sum = csum_add(sum, l4, cover);
+	}
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return sum != 0xffff;
+}
+
 void fwd_tuple_invert(const struct fwd_tuple *t, struct fwd_tuple *out)
 {
 	*out = *t;
