@@ -101,7 +101,10 @@ def run_batch(kernel: KernelRouter, seqs: list[Sequence], report: Report) -> Non
             out = kernel.send(step.side, step.packet)
             k = kernel.state_of(out[-1]) if out else "drop"
             whole = defrag.push(step.packet, now)
-            f = "drop" if whole is None else outcome_fwd(engine.process([(whole, 0, 0)], now)[0])
+            # Injected frames reach the router unverified (CHECKSUM_NONE): NFQUEUE would flag
+            # them CSUM_NOTVERIFIED, so fwd verifies them, as the kernel's conntrack does.
+            f = "drop" if whole is None else outcome_fwd(
+                engine.process([(whole, 0, 0, _core.IN_CSUM)], now)[0])
             report.add(seq, i, step.what, k, f)
 
 
