@@ -260,6 +260,13 @@ static int parse_l4(struct fwd_pkt *p, const uint8_t *data, bool inner)
 
 			if (ulen < 8 || ulen > p->l4wire)
 				return -FWD_PKT_ERR_MALFORMED;
+		} else if (!inner) {
+			/* UDP-Lite (the kernel's udplite_error, whatever nf_conntrack_checksum says):
+			 * a checksum is mandatory, its coverage 0 (all) or 8 .. the datagram. */
+			size_t cscov = rd16(l4 + 4);
+
+			if (rd16(l4 + 6) == 0 || (cscov && (cscov < 8 || cscov > p->l4wire)))
+				return -FWD_PKT_ERR_MALFORMED;
 		}
 		return 0;
 	case IPPROTO_ICMP_:
@@ -375,9 +382,7 @@ bool fwd_pkt_csum_bad(const struct fwd_pkt *p, const uint8_t *data)
 			return false;
 		break;
 	case IPPROTO_UDPLITE_:
-		cover = rd16(l4 + 4) ? rd16(l4 + 4) : len; /* checksum coverage, 0 = all */
-		if (rd16(l4 + 6) == 0 || cover < 8 || cover > len)
-			return true; /* the kernel: checksum missing, or invalid coverage */
+		cover = rd16(l4 + 4) ? rd16(l4 + 4) : len; /* coverage, 0 = all; the parser checked */
 		break;
 	default:
 		return false;

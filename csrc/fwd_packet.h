@@ -67,7 +67,7 @@ int fwd_pkt_parse(struct fwd_pkt *p, const uint8_t *data, size_t len, size_t wir
 /* True if the transport checksum of a parsed TCP, UDP, UDP-Lite, ICMP or ICMPv6 packet is
  * wrong, as the kernel's conntrack checks it (nf_checksum(), nf_conntrack_checksum=1): over the
  * whole IP payload, with the pseudo-header (not for ICMPv4); a UDP checksum of zero means none.
- * UDP-Lite covers its checksum coverage only and must have a checksum.  False when there is
+ * UDP-Lite: over its checksum coverage only (the parser checked it).  False when there is
  * nothing to check: other protocols, an invalid packet, or a copy cut short (`wire_len`) that
  * lacks part of the payload.  Locking: none. */
 bool fwd_pkt_csum_bad(const struct fwd_pkt *p, const uint8_t *data);

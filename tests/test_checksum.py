@@ -116,9 +116,14 @@ def test_udplite_checksum_and_coverage():
     good = udplite()
     assert verdicts(e, [corrupt(good, 9)]) == [INV]
     assert verdicts(e, [good]) == [NEW]
+    assert e.stats()["ct"]["invalid_checksum"] == 1
+    # Malformed whether or not the checksum is to be verified (the kernel's udplite_error).
     zero = bytearray(good)
     zero[26:28] = b"\0\0"  # UDP-Lite must carry a checksum
     beyond = bytearray(good)
     beyond[24:26] = struct.pack("!H", 200)  # coverage past the datagram
-    assert verdicts(e, [bytes(zero), bytes(beyond)]) == [INV, INV]
-    assert e.stats()["ct"]["invalid_checksum"] == 3
+    short = bytearray(good)
+    short[24:26] = struct.pack("!H", 7)  # coverage shorter than the header
+    assert verdicts(e, [bytes(zero), bytes(beyond), bytes(short)], flags=0) == [INV] * 3
+    assert e.stats()["ct"]["invalid_malformed"] == 3
+    assert e.stats()["ct"]["invalid_checksum"] == 1
