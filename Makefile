@@ -110,9 +110,10 @@ clean:
 	rm -rf build $(VENV) fwd/*.so *.egg-info
 
 # Differential run against the kernel's conntrack (tests/differential, issue 11): the named
-# scenarios and DIFF_ARGS' seeded random sequences through a kernel router namespace and
-# through fwd's engine; prints the agreement and every disagreement by cause.  Needs root.
-DIFF_ARGS ?= --random 10000 --seed 1
+# scenarios and DIFF_ARGS' seeded random sequences through a kernel router namespace, through
+# fwd's engine and (--daemon) through `fwd run` in a router namespace of its own; prints the
+# agreement and every disagreement by cause.  Needs root.
+DIFF_ARGS ?= --random 10000 --seed 1 --daemon
 .PHONY: differential
 differential: build
 	$(PY) -m tests.differential.run $(DIFF_ARGS)

@@ -62,17 +62,17 @@ static int parse_timeouts(PyObject *dict, double *out)
 static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "shards", "buckets", "max_entries", "seed", "timeouts",
-				  "expect_max", "tcp_loose", NULL };
+				  "expect_max", "tcp_loose", "checksum", NULL };
 	unsigned int shards = 1024, buckets = 65536, max_entries = 262144, expect_max = 4096;
 	PyObject *seed_obj = Py_None, *timeouts = NULL;
-	int tcp_loose = 1;
+	int tcp_loose = 1, checksum = 1;
 	double to[FWD_TO_COUNT];
 	uint64_t seed;
 	int err;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|$IIIOOIp", kwlist, &shards, &buckets,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|$IIIOOIpp", kwlist, &shards, &buckets,
 					 &max_entries, &seed_obj, &timeouts, &expect_max,
-					 &tcp_loose))
+					 &tcp_loose, &checksum))
 		return -1;
 	if (self->engine) {
 		PyErr_SetString(PyExc_RuntimeError, "Engine already initialised");
@@ -109,6 +109,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 		return -1;
 	}
 	self->engine->tcp_loose = tcp_loose;
+	self->engine->checksum = checksum;
 	return 0;
 }
 
@@ -165,11 +166,14 @@ static PyObject *Engine_process(EngineObject *self, PyObject *args, PyObject *kw
 	for (; parsed < n; parsed++) {
 		PyObject *item = PySequence_Fast_GET_ITEM(seq, parsed);
 		unsigned int iif, oif;
+		unsigned char flags = 0;
 
-		if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "y*II;packet must be (data, iif, oif)",
-							      &bufs[parsed], &iif, &oif)) {
+		if (!PyTuple_Check(item) ||
+		    !PyArg_ParseTuple(item, "y*II|b;packet must be (data, iif, oif[, flags])",
+				      &bufs[parsed], &iif, &oif, &flags)) {
 			if (!PyErr_Occurred())
-				PyErr_SetString(PyExc_TypeError, "packet must be a (data, iif, oif) tuple");
+				PyErr_SetString(PyExc_TypeError,
+						"packet must be a (data, iif, oif[, flags]) tuple");
 			goto done;
 		}
 		if (bufs[parsed].len > UINT32_MAX) {
@@ -179,7 +183,7 @@ static PyObject *Engine_process(EngineObject *self, PyObject *args, PyObject *kw
 		}
 		in[parsed] = (struct fwd_pkt_in){ .data = bufs[parsed].buf,
 						  .len = (uint32_t)bufs[parsed].len,
-						  .iif = iif, .oif = oif };
+						  .iif = iif, .oif = oif, .flags = flags };
 	}
 	err = fwd_engine_claim(self->engine, worker);
 	if (err) {
@@ -832,8 +836,8 @@ static PyMethodDef Engine_methods[] = {
 	  "compiled policy; rules and helpers are read by attribute name (RULE_FIELDS, "
 	  "HELPER_FIELDS: fwd.engine.Rule, HelperSpec); names: one per rule, for verdict traces" },
 	{ "process", (PyCFunction)(void (*)(void))Engine_process, METH_VARARGS | METH_KEYWORDS,
-	  "process(packets, now, worker=0, detail=False) -> [(verdict, mark, state, rule)]; with "
-	  "detail, a fifth item: the journal id of the expectation a RELATED packet matched, or 0" },
+	  "process(packets, now, worker=0, detail=False) -> [(verdict, mark, state, rule)]; "
+	  "packets: (data, iif, oif[, flags]), flags IN_CSUM: verify the checksum; with detail, a fifth item: the journal id of the expectation a RELATED packet matched, or 0" },
 	{ "gc", (PyCFunction)(void (*)(void))Engine_gc, METH_VARARGS | METH_KEYWORDS,
 	  "gc(now, budget=4096) -> entries removed" },
 	{ "flush", (PyCFunction)Engine_flush, METH_NOARGS, "flush() -> entries removed" },
@@ -1108,7 +1112,8 @@ PyMODINIT_FUNC PyInit__core(void)
 	    add_names(m, "STATE_", fwd_state_names, FWD_STATES) || add_conn_states(m) ||
 	    add_new(m, "RULE_FIELDS", fwd_policy_rule_fields()) ||
 	    add_new(m, "HELPER_FIELDS", fwd_policy_helper_fields()) ||
-	    PyModule_AddIntConstant(m, "MAX_WORKERS", FWD_MAX_WORKERS) < 0) {
+	    PyModule_AddIntConstant(m, "MAX_WORKERS", FWD_MAX_WORKERS) < 0 ||
+	    PyModule_AddIntConstant(m, "IN_CSUM", FWD_IN_CSUM) < 0) {
 		Py_DECREF(m);
 		return NULL;
 	}

@@ -53,6 +53,7 @@ int fwd_engine_init(struct fwd_engine *e, uint32_t nbuckets, uint32_t nshards,
 	e->policy = accept_all;
 	e->ctl_reading = NULL;
 	e->tcp_loose = true;
+	e->checksum = true;
 	return 0;
 }
 
@@ -126,6 +127,9 @@ static uint8_t invalid(struct fwd_worker *w, int reason)
 		break;
 	case FWD_PKT_ERR_FRAGMENT:
 		COUNT(w, invalid_fragment);
+		break;
+	case FWD_PKT_ERR_CHECKSUM:
+		COUNT(w, invalid_checksum);
 		break;
 	default:
 		COUNT(w, invalid_state);
@@ -352,6 +356,10 @@ void fwd_engine_process(struct fwd_engine *e, unsigned wi, const struct fwd_pkt_
 		int rule;
 
 		fwd_pkt_parse(&p, in[i].data, in[i].len, in[i].wire_len);
+		if (e->checksum && (in[i].flags & FWD_IN_CSUM) && fwd_pkt_csum_bad(&p, in[i].data)) {
+			p.kind = FWD_PKT_INVALID;
+			p.error = FWD_PKT_ERR_CHECKSUM;
+		}
 		m.state = track(e, w, &p, now, &tr);
 		rule = fwd_policy_match(pol, &m);
 		r->rule = rule;

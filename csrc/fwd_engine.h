@@ -23,7 +23,8 @@
 	X(packets) X(batches) X(accepted) X(dropped) \
 	X(found) X(new) X(insert) X(insert_failed) X(drop) X(related) X(untracked) \
 	X(expect_new) X(helper_errors) \
-	X(invalid) X(invalid_truncated) X(invalid_malformed) X(invalid_fragment) X(invalid_state)
+	X(invalid) X(invalid_truncated) X(invalid_malformed) X(invalid_fragment) X(invalid_checksum) \
+	X(invalid_state)
 
 struct fwd_worker_stats {
 #define X(name) uint64_t name;
@@ -43,6 +44,7 @@ struct fwd_engine {
 	struct fwd_lock helper_locks[FWD_HELPER_STRIPES];
 	uint64_t timeouts[FWD_TO_COUNT]; /* ns */
 	bool tcp_loose;                  /* pick up TCP connections from an ACK (default on) */
+	bool checksum;                   /* verify packets flagged FWD_IN_CSUM (default on) */
 	struct fwd_policy *policy;       /* atomic */
 	struct fwd_policy *ctl_reading;  /* atomic: hazard pointer of the (single) control reader */
 	struct fwd_worker workers[FWD_MAX_WORKERS];
@@ -53,7 +55,14 @@ struct fwd_pkt_in {
 	uint32_t len;
 	uint32_t wire_len;   /* length on the wire if the copy was cut short, else 0 */
 	uint32_t iif, oif;   /* interface indexes, 0 = unknown */
+	uint8_t flags;       /* FWD_IN_* */
 };
+
+/* The packet's transport checksum is not known to be right (NFQUEUE: NFQA_SKB_CSUM_NOTVERIFIED,
+ * the kernel's CHECKSUM_NONE/COMPLETE): the engine verifies it, as the kernel's conntrack does
+ * at PRE_ROUTING.  Without it (CHECKSUM_PARTIAL: the field is not filled in yet; UNNECESSARY:
+ * already verified) the checksum is not looked at. */
+#define FWD_IN_CSUM 0x1
 
 struct fwd_result {
 	int64_t mark;   /* FWD_MARK_NONE or the mark to set */

@@ -157,6 +157,15 @@ static int parse_msg(const struct nlmsghdr *nlh, uint32_t *id, struct fwd_pkt_in
 	in->wire_len = attr[NFQA_CAP_LEN] ? ntohl(mnl_attr_get_u32(attr[NFQA_CAP_LEN])) : 0;
 	in->iif = attr[NFQA_IFINDEX_INDEV] ? ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV])) : 0;
 	in->oif = attr[NFQA_IFINDEX_OUTDEV] ? ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_OUTDEV])) : 0;
+	/* With NFQA_CFG_F_GSO (configure()) the kernel says whether the checksum is known: absent
+	 * = verified (CHECKSUM_UNNECESSARY), CSUMNOTREADY = not filled in yet (CHECKSUM_PARTIAL,
+	 * e.g. from a local socket), CSUM_NOTVERIFIED = nobody checked it: the engine does, as
+	 * the kernel's conntrack would have at PRE_ROUTING, i.e. only for a packet that came in
+	 * (an input interface), not for one this host sends (OUTPUT). */
+	in->flags = in->iif && attr[NFQA_SKB_INFO] &&
+		    mnl_attr_get_payload_len(attr[NFQA_SKB_INFO]) >= 4 &&
+		    ntohl(mnl_attr_get_u32(attr[NFQA_SKB_INFO])) & NFQA_SKB_CSUM_NOTVERIFIED ?
+			    FWD_IN_CSUM : 0;
 	return 0;
 }
 

@@ -260,6 +260,13 @@ static int parse_l4(struct fwd_pkt *p, const uint8_t *data, bool inner)
 
 			if (ulen < 8 || ulen > p->l4wire)
 				return -FWD_PKT_ERR_MALFORMED;
+		} else if (!inner) {
+			/* UDP-Lite (the kernel's udplite_error, whatever nf_conntrack_checksum says):
+			 * a checksum is mandatory, its coverage 0 (all) or 8 .. the datagram. */
+			size_t cscov = rd16(l4 + 4);
+
+			if (rd16(l4 + 6) == 0 || (cscov && (cscov < 8 || cscov > p->l4wire)))
+				return -FWD_PKT_ERR_MALFORMED;
 		}
 		return 0;
 	case IPPROTO_ICMP_:
@@ -318,6 +325,79 @@ int fwd_pkt_parse(struct fwd_pkt *p, const uint8_t *data, size_t len, size_t wir
 			return p->kind = FWD_PKT_UNTRACKED; /* e.g. neighbour discovery, router adverts */
 	}
 	return p->kind = FWD_PKT_TRACKED;
+}
+
+/* Adds n bytes to a ones'-complement sum.  The sum is byte-order independent (RFC 1071):
+ * words are loaded in host order, 8 bytes at a time, each half added to a 64-bit accumulator
+ * (the same sum modulo 0xffff as 16-bit words, since 2^16 = 1 there), and the verdict, a fold
+ * equal to 0xffff, reads the same in either order.  An odd tail byte is padded with a zero.
+ * The caller keeps n even except for the last call.  No overflow: 8 Ki adds of < 2^33 each. */
+static uint64_t csum_add(uint64_t sum, const uint8_t *b, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		uint64_t v;
+
+		memcpy(&v, b + i, 8);
+		sum += (v & 0xffffffffu) + (v >> 32);
+	}
+	for (; i + 2 <= n; i += 2) {
+		uint16_t v;
+
+		memcpy(&v, b + i, 2);
+		sum += v;
+	}
+	if (i < n) {
+		uint8_t last[2] = { b[i], 0 };
+		uint16_t v;
+
+		memcpy(&v, last, 2);
+		sum += v;
+	}
+	return sum;
+}
+
+bool fwd_pkt_csum_bad(const struct fwd_pkt *p, const uint8_t *data)
+{
+	const struct fwd_tuple *t = &p->tuple;
+	const uint8_t *l4 = data + p->l4off; /* the parser checked: >= 8 bytes for these protocols */
+	uint32_t len = p->l4len, cover = len;
+	uint64_t sum = 0;
+	uint8_t pseudo[8] = { (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+			      (uint8_t)len, 0, 0, 0, t->proto };
+
+	if (p->kind == FWD_PKT_INVALID || p->l4len != p->l4wire)
+		return false;
+	switch (t->proto) {
+	case IPPROTO_TCP_:
+	case IPPROTO_ICMPV6_:
+		break;
+	case IPPROTO_ICMP_:
+		cover = 0; /* no pseudo-header: sum the message alone, below */
+		sum = csum_add(0, l4, len);
+		break;
+	case IPPROTO_UDP_:
+		if (rd16(l4 + 6) == 0) /* no checksum */
+			return false;
+		break;
+	case IPPROTO_UDPLITE_:
+		cover = rd16(l4 + 4) ? rd16(l4 + 4) : len; /* coverage, 0 = all; the parser checked */
+		break;
+	default:
+		return false;
+	}
+	if (cover) {
+		size_t alen = t->family == 4 ? 4 : 16;
+
+		sum = csum_add(sum, t->src.b, alen);
+		sum = csum_add(sum, t->dst.b, alen);
+		sum = csum_add(sum, pseudo, sizeof(pseudo));
+		sum = csum_add(sum, l4, cover);
+	}
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return sum != 0xffff;
 }
 
 void fwd_tuple_invert(const struct fwd_tuple *t, struct fwd_tuple *out)

@@ -36,6 +36,7 @@ enum fwd_pkt_error {
 	FWD_PKT_ERR_TRUNCATED,
 	FWD_PKT_ERR_MALFORMED,
 	FWD_PKT_ERR_FRAGMENT,
+	FWD_PKT_ERR_CHECKSUM, /* set by the engine (fwd_pkt_csum_bad), not by the parser */
 };
 
 struct fwd_pkt {
@@ -62,6 +63,14 @@ struct fwd_pkt {
  * Every read is bounds-checked against len.  Returns the kind (also in p->kind).
  * Locking: none. */
 int fwd_pkt_parse(struct fwd_pkt *p, const uint8_t *data, size_t len, size_t wire_len);
+
+/* True if the transport checksum of a parsed TCP, UDP, UDP-Lite, ICMP or ICMPv6 packet is
+ * wrong, as the kernel's conntrack checks it (nf_checksum(), nf_conntrack_checksum=1): over the
+ * whole IP payload, with the pseudo-header (not for ICMPv4); a UDP checksum of zero means none.
+ * UDP-Lite: over its checksum coverage only (the parser checked it).  False when there is
+ * nothing to check: other protocols, an invalid packet, or a copy cut short (`wire_len`) that
+ * lacks part of the payload.  Locking: none. */
+bool fwd_pkt_csum_bad(const struct fwd_pkt *p, const uint8_t *data);
 
 /* ICMP message type answering `type` (echo request -> reply ...), or -1 if it has none. */
 int fwd_icmp_reply_type(uint8_t family, uint8_t type);

@@ -56,7 +56,7 @@ def create_engine(cfg: Config) -> _core.Engine:
     ct = cfg.conntrack
     return _core.Engine(shards=ct.shards, buckets=ct.buckets, max_entries=ct.max_entries,
                         expect_max=ct.expect_max, timeouts=dict(ct.timeouts),
-                        tcp_loose=ct.tcp_loose)
+                        tcp_loose=ct.tcp_loose, checksum=ct.checksum)
 
 
 def compile_rule(rule: RuleConfig, key: str,

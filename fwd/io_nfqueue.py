@@ -77,8 +77,12 @@ class PyQueues:
             self.batch = []
 
     def _decide(self, num: int, batch: list) -> None:
+        # python-netfilterqueue leaves NFQA_CFG_F_GSO off, so the kernel fills in unfinished
+        # (CHECKSUM_PARTIAL) checksums before copying: every packet that came in (the kernel's
+        # conntrack checks at PRE_ROUTING, not what this host sends) can be verified.
         results = self.engine.process(
-            [(data, pkt.indev, pkt.outdev) for pkt, data in batch], time.monotonic())
+            [(data, pkt.indev, pkt.outdev, _core.IN_CSUM if pkt.indev else 0)
+             for pkt, data in batch], time.monotonic())
         # strict: a missing result would leave a packet in the kernel without a verdict.
         for (pkt, _data), (verdict, mark, _state, _rule) in zip(batch, results, strict=True):
             if mark != -1:

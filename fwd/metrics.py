@@ -72,7 +72,7 @@ TABLE_COUNTERS = {
               "reopening a closed one, fwd ctl delete/flush)",
     "gc_removed": "Expired connections the garbage collector removed (counted in delete too)",
 }
-INVALID_REASONS = ("truncated", "malformed", "fragment", "state")
+INVALID_REASONS = ("truncated", "malformed", "fragment", "checksum", "state")
 
 
 def read_nfqueue(path: str = NFQUEUE_PROC) -> dict[int, dict[str, int]]:

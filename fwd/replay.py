@@ -9,6 +9,9 @@ helpers (helpers.d next to it) read the signalling as the daemon's would; every 
 create is recorded, and each RELATED packet is shown with the expectation it matched.
 Fragments are reassembled first (fwd.defrag), as the kernel does in front of the daemon's queue:
 a datagram is decided once, at the frame of the fragment that completes it.
+Checksums are verified only with --checksums: a capture taken on a sending host (or on one whose
+NIC offloads checksums) holds checksums not yet filled in, which the daemon, told so by the
+kernel, never checks; a capture from the wire between hosts can be verified as the daemon would.
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"configuration file (TOML); default {config.DEFAULT_PATH}")
     parser.add_argument("--json", action="store_true",
                         help="JSON Lines: one object per IP packet, then a summary object")
+    parser.add_argument("--checksums", action="store_true",
+                        help="verify TCP/UDP/ICMP checksums (conntrack.checksum): a bad one is "
+                             "invalid.  Only for captures from the wire: a sender's own capture "
+                             "has checksums its NIC fills in later")
 
 
 # --- reading the capture --------------------------------------------------------------------
@@ -185,8 +192,10 @@ class Decision:
 class Replayer:
     """Feeds frames to an engine; counts what it did; `now` is the clock of the last batch."""
 
-    def __init__(self, eng: _core.Engine, rule_names: list[str], cfg: config.Config) -> None:
+    def __init__(self, eng: _core.Engine, rule_names: list[str], cfg: config.Config,
+                 checksums: bool = False) -> None:
         self.engine = eng
+        self.flags = _core.IN_CSUM if checksums else 0  # as NFQUEUE's CSUM_NOTVERIFIED
         self.rule_names = rule_names
         self.gc_interval = cfg.conntrack.gc_interval
         self.gc_budget = cfg.conntrack.buckets  # a GC pass offline sweeps the whole table
@@ -222,7 +231,8 @@ class Replayer:
     def _decide(self, batch: list[tuple[int, bytes]], now: float) -> Iterator[Decision]:
         self._gc(now)
         self.now = now
-        results = self.engine.process([(l3, 0, 0) for _index, l3 in batch], now, detail=True)
+        results = self.engine.process([(l3, 0, 0, self.flags) for _index, l3 in batch], now,
+                                      detail=True)
         for (index, l3), (verdict, _mark, state, rule, exp_id) in zip(batch, results):
             accepted = verdict == _core.VERDICT_ACCEPT
             self.packets += 1
@@ -266,7 +276,7 @@ def main(args: argparse.Namespace) -> int:
     except config.ConfigError as err:
         print(f"fwd replay: config error: {err}", file=sys.stderr)
         return config.EXIT_CONFIG
-    replayer = Replayer(eng, rule_names, cfg)
+    replayer = Replayer(eng, rule_names, cfg, checksums=args.checksums)
     try:
         for d in replayer.run(read_frames(args.capture)):
             # A RELATED packet names what let it in: an expectation (and its helper), or
@@ -292,11 +302,14 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps({"summary": True, "packets": replayer.packets,
                           "accepted": replayer.accepted, "dropped": replayer.dropped,
                           "skipped": replayer.skipped,
+                          "bad_checksums": eng.stats()["ct"]["invalid_checksum"],
                           "fragments": dict(replayer.defrag.stats), "connections": conns,
                           "expectations_created": created}))
         return 0
     print(f"{replayer.packets} packets: {replayer.accepted} accepted, {replayer.dropped} dropped;"
           f" {replayer.skipped} non-IP frames skipped")
+    if args.checksums:
+        print(f"{eng.stats()['ct']['invalid_checksum']} bad checksums (invalid)")
     if replayer.defrag.stats:
         print("fragments: " + ", ".join(f"{n} {what}"
                                         for what, n in sorted(replayer.defrag.stats.items())))

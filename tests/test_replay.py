@@ -64,9 +64,9 @@ def config(tmp_path):
     return str(path)
 
 
-def replay_json(capsys, capture, config):
+def replay_json(capsys, capture, config, *options):
     """Run `fwd replay --json`; returns (per-packet objects, summary object)."""
-    assert cli.main(["replay", capture, "--config", config, "--json"]) == 0
+    assert cli.main(["replay", capture, "--config", config, "--json", *options]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines[-1]["summary"] is True
     return lines[:-1], lines[-1]
@@ -107,7 +107,7 @@ def test_json_shape_and_skipped_frames(tmp_path, capsys, config):
     assert all(set(r) == {"index", "verdict", "state", "rule"} for r in records)
     assert decisions(records) == [("accept", "new", "from-client"), ("drop", "new", None)]
     assert set(summary) == {"summary", "packets", "accepted", "dropped", "skipped", "fragments",
-                            "connections", "expectations_created"}
+                            "bad_checksums", "connections", "expectations_created"}
     assert summary["expectations_created"] == []  # no helper configured
     assert (summary["packets"], summary["accepted"], summary["dropped"],
             summary["skipped"]) == (2, 1, 1, 2)
@@ -209,3 +209,18 @@ def test_fragments_are_reassembled_and_decided_once_as_the_daemon_would(tmp_path
     assert [r["index"] for r in records] == [2, 3]
     assert decisions(records) == [("accept", "new", "from-client"), ESTABLISHED]
     assert summary["fragments"] == {"queued": 3, "reassembled": 1}
+
+
+def test_checksums_verified_only_with_the_option(tmp_path, capsys, config):
+    """A capture from a sending host holds unfinished checksums (offloaded): replay trusts them
+    unless --checksums asks it to verify, as the daemon does for packets off the wire."""
+    session = tcp_session()
+    session[3][TCP].chksum = 0xdead  # the data segment, from a wire capture, corrupted
+    capture = write_capture(tmp_path / "c.pcap", session)
+    records, summary = replay_json(capsys, capture, config)
+    assert decisions(records) == [("accept", "new", "from-client")] + [ESTABLISHED] * 4
+    assert summary["bad_checksums"] == 0
+    records, summary = replay_json(capsys, capture, config, "--checksums")
+    assert decisions(records)[:4] == [("accept", "new", "from-client"), ESTABLISHED, ESTABLISHED,
+                                      ("drop", "invalid", None)]
+    assert summary["bad_checksums"] == 1

@@ -67,16 +67,22 @@ def _mac(topo: Topology, ns: str, dev: str) -> bytes:
     return bytes.fromhex(out.replace(":", ""))
 
 
-class KernelRouter:
-    """Forwards raw IP packets through the fw namespace's conntrack; see the module doc."""
+class Router:
+    """A client -- fw -- server topology into which raw IP packets are injected and seen come
+    out (see the module doc); what forwards them in the fw namespace is a subclass's
+    `_forwarder()`: the kernel's conntrack here, fwd's daemon in daemon.py."""
 
-    def __init__(self) -> None:
-        self.topo = Topology.create("fwdiff")
+    def __init__(self, prefix: str) -> None:
+        self.topo = Topology.create(prefix)
         try:
             self._setup()
+            self._forwarder()
         except BaseException:
             self.close()
             raise
+
+    def _forwarder(self) -> None:
+        raise NotImplementedError
 
     def _setup(self) -> None:
         t = self.topo
@@ -86,14 +92,9 @@ class KernelRouter:
                     f"net.ipv4.conf.{FW_OUT_IF}.send_redirects"):
             t.run(t.fw, ["sysctl", "-qw", f"{key}=0"])
         for cmd in ("iptables", "ip6tables"):
-            for rule in _rules(cmd):
-                t.run(t.fw, rule)
             for ns in (t.client, t.server):  # the end hosts' stacks stay silent
                 for chain in ("INPUT", "OUTPUT"):
                     t.run(ns, [cmd, "-P", chain, "DROP"])
-        # The kernel's defaults, stated: loose pickup on, strict windows.
-        t.run(t.fw, ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=1"])
-        t.run(t.fw, ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_be_liberal=0"])
         self.mac = {"c": _mac(t, t.client, CLIENT_IF), "s": _mac(t, t.server, SERVER_IF),
                     "fc": _mac(t, t.fw, FW_IN_IF), "fs": _mac(t, t.fw, FW_OUT_IF)}
         for side, dev, hosts in (("c", FW_IN_IF, CLIENT_SIDE_HOSTS),
@@ -115,7 +116,11 @@ class KernelRouter:
 
     def flush(self) -> None:
         """Forgets every connection (between batches of sequences)."""
-        self.topo.run(self.topo.fw, ["conntrack", "-F"], check=False)
+        raise NotImplementedError
+
+    def outcome(self, forwarded: list[bytes]) -> str:
+        """"drop", or the state the forwarder gave the packet that came out as `forwarded`."""
+        raise NotImplementedError
 
     def _frame(self, side: str, packet: bytes) -> bytes:
         ethertype = 0x0800 if packet[0] >> 4 == 4 else 0x86DD
@@ -186,6 +191,34 @@ class KernelRouter:
         finally:
             s.setblocking(True)
 
+    def close(self) -> None:
+        for s in getattr(self, "sock", {}).values():
+            s.close()
+        self.topo.close()
+
+
+class KernelRouter(Router):
+    """Forwards raw IP packets through the fw namespace's conntrack; see the module doc."""
+
+    def __init__(self) -> None:
+        super().__init__("fwdiff")
+
+    def _forwarder(self) -> None:
+        t = self.topo
+        for cmd in ("iptables", "ip6tables"):
+            for rule in _rules(cmd):
+                t.run(t.fw, rule)
+        # The kernel's defaults, stated: loose pickup on, strict windows, checksums verified.
+        t.run(t.fw, ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=1"])
+        t.run(t.fw, ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_be_liberal=0"])
+        t.run(t.fw, ["sysctl", "-qw", "net.netfilter.nf_conntrack_checksum=1"])
+
+    def flush(self) -> None:
+        self.topo.run(self.topo.fw, ["conntrack", "-F"], check=False)
+
+    def outcome(self, forwarded: list[bytes]) -> str:
+        return self.state_of(forwarded[-1]) if forwarded else "drop"
+
     @staticmethod
     def state_of(forwarded: bytes) -> str:
         """The state the kernel assigned, read from the DSCP its mangle rules set."""
@@ -194,8 +227,3 @@ class KernelRouter:
         else:
             dscp = ((forwarded[0] & 0x0F) << 4 | forwarded[1] >> 4) >> 2
         return STATE_OF_DSCP.get(dscp, f"dscp{dscp}")
-
-    def close(self) -> None:
-        for s in getattr(self, "sock", {}).values():
-            s.close()
-        self.topo.close()

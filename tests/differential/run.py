@@ -7,7 +7,10 @@ front of its queue (the daemon itself never sees a fragment).  Per packet
 each side's outcome is "drop" or the state the packet passed with; a disagreement where the
 kernel drops and fwd accepts is a security bug, every other one is listed by cause.
 
-    python -m tests.differential.run [--random N] [--seed S] [--no-named] [--json FILE]
+With --daemon (or run(daemon=True)) the same packets also go through `fwd run` itself in a
+router namespace of its own (daemon.py), compared per packet with the kernel in a second report.
+
+    python -m tests.differential.run [--random N] [--seed S] [--no-named] [--daemon] [--json FILE]
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from fwd import _core, config
 from fwd.defrag import Reassembler
 from fwd.engine import configure
 
-from .kernel import KernelRouter
+from .daemon import DaemonRouter
+from .kernel import KernelRouter, Router
 from .sequences import Sequence, named, random_sequences
 
 POLICY = {"default": "drop", "rule": [
@@ -49,6 +53,7 @@ class Report:
     fwd_looser: list = field(default_factory=list)  # (sequence, step, what, kernel, fwd)
     groups: Counter = field(default_factory=Counter)  # (what, kernel, fwd) -> packets
     example: dict = field(default_factory=dict)       # (what, kernel, fwd) -> "sequence #step"
+    daemon: "Report | None" = None  # the same packets through `fwd run`, with --daemon
 
     @property
     def ratio(self) -> float:
@@ -73,10 +78,12 @@ class Report:
             lines.append("disagreements by cause (packet, kernel -> fwd: count, first example):")
             for (what, k, f), n in sorted(self.groups.items(), key=lambda kv: -kv[1]):
                 lines.append(f"  {what:45} {k:>11} -> {f:<11} {n:6}  {self.example[(what, k, f)]}")
+        if self.daemon:
+            lines += ["through the daemon (fwd run):", self.daemon.text()]
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
-        return {"sequences": self.sequences, "packets": self.packets, "agree": self.agree,
+        return {"daemon": self.daemon.as_dict() if self.daemon else None,"sequences": self.sequences, "packets": self.packets, "agree": self.agree,
                 "ratio": self.ratio, "fwd_accepts_kernel_drops": self.fwd_looser,
                 "groups": [{"what": w, "kernel": k, "fwd": f, "packets": n,
                             "example": self.example[(w, k, f)]}
@@ -88,8 +95,11 @@ def outcome_fwd(result) -> str:
     return "drop" if verdict != _core.VERDICT_ACCEPT else _core.STATE_NAMES[state]
 
 
-def run_batch(kernel: KernelRouter, seqs: list[Sequence], report: Report) -> None:
+def run_batch(kernel: KernelRouter, seqs: list[Sequence], report: Report,
+              daemon: Router | None = None) -> None:
     kernel.flush()
+    if daemon:
+        daemon.flush()
     engine = fwd_engine()
     defrag = Reassembler()
     for seq in seqs:
@@ -98,26 +108,40 @@ def run_batch(kernel: KernelRouter, seqs: list[Sequence], report: Report) -> Non
             if step.sleep:
                 time.sleep(step.sleep)
             now = time.monotonic()
-            out = kernel.send(step.side, step.packet)
-            k = kernel.state_of(out[-1]) if out else "drop"
+            k = kernel.outcome(kernel.send(step.side, step.packet))
+            if daemon:
+                report.daemon.add(seq, i, step.what, k,
+                                  daemon.outcome(daemon.send(step.side, step.packet)))
             whole = defrag.push(step.packet, now)
-            f = "drop" if whole is None else outcome_fwd(engine.process([(whole, 0, 0)], now)[0])
+            # Injected frames reach the router unverified (CHECKSUM_NONE): NFQUEUE would flag
+            # them CSUM_NOTVERIFIED, so fwd verifies them, as the kernel's conntrack does.
+            f = "drop" if whole is None else outcome_fwd(
+                engine.process([(whole, 0, 0, _core.IN_CSUM)], now)[0])
             report.add(seq, i, step.what, k, f)
 
 
-def run(named_scenarios: bool = True, random_count: int = 0, seed: int = 1) -> Report:
-    report = Report()
+def run(named_scenarios: bool = True, random_count: int = 0, seed: int = 1,
+        daemon: bool = False) -> Report:
+    report = Report(daemon=Report() if daemon else None)
     kernel = KernelRouter()
+    fwd_router = None
     try:
+        if daemon:
+            fwd_router = DaemonRouter(POLICY)
         if named_scenarios:
-            run_batch(kernel, named(4, PORT0) + named(6, PORT0 + 1000), report)
+            run_batch(kernel, named(4, PORT0) + named(6, PORT0 + 1000), report, fwd_router)
         done = 0
         while done < random_count:
             n = min(BATCH, random_count - done)
-            run_batch(kernel, random_sequences(seed * 1_000_003 + done, n, PORT0, done), report)
+            run_batch(kernel, random_sequences(seed * 1_000_003 + done, n, PORT0, done), report,
+                      fwd_router)
             done += n
     finally:
+        if fwd_router:
+            fwd_router.close()
         kernel.close()
+    if report.daemon:
+        report.daemon.sequences = report.sequences
     return report
 
 
@@ -126,16 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random", type=int, default=10000, help="random sequences (default 10000)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-named", action="store_true", help="skip the named scenarios")
+    p.add_argument("--daemon", action="store_true",
+                   help="also run the packets through `fwd run` in a router namespace")
     p.add_argument("--json", help="also write the report here")
     a = p.parse_args(argv)
     t0 = time.monotonic()
-    report = run(not a.no_named, a.random, a.seed)
+    report = run(not a.no_named, a.random, a.seed, a.daemon)
     print(report.text())
     print(f"({time.monotonic() - t0:.1f} s)")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(report.as_dict(), f, indent=1)
-    return 1 if report.fwd_looser or report.ratio < 0.995 else 0
+    bad = [r for r in (report, report.daemon) if r and (r.fwd_looser or r.ratio < 0.995)]
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -139,6 +139,16 @@ def fragments(family: int, side: str, sport: int, payload: bytes, cuts: list[tup
     return [steps[i] for i in (order or range(len(steps)))]
 
 
+def bad_checksum(step: Step) -> Step:
+    """The same packet with its transport checksum off by one (TCP, UDP, ICMP or ICMPv6)."""
+    pkt = bytearray(step.packet)
+    l4 = (pkt[0] & 15) * 4 if pkt[0] >> 4 == 4 else 40
+    proto = pkt[9] if pkt[0] >> 4 == 4 else pkt[6]
+    field = l4 + {6: 16, 17: 6}.get(proto, 2)
+    pkt[field + 1] ^= 1
+    return Step(step.side, bytes(pkt), f"{step.what} bad-checksum", step.sleep)
+
+
 # --- named scenarios: the coverage list of issue 11 ------------------------------------------
 def named(family: int, port0: int) -> list[Sequence]:
     seqs: list[Sequence] = []
@@ -281,6 +291,22 @@ def named(family: int, port0: int) -> list[Sequence]:
         p = next(ports)
         frag = fragments(family, "c", p, data, cuts, order, ident=p, what=f"frag {name}")
         add(f"fragments-{name}", [*frag, udp(family, "s", p, what="udp s:after-frags")])
+
+    # bad checksums (the kernel's nf_conntrack_checksum): invalid, and they change nothing
+    t = Tcp(family, next(ports))
+    add("bad-checksum-tcp", [bad_checksum(t.c("S", advance=False)), *t.handshake(),
+                             *t.data("c"), bad_checksum(t.s("R", dseq=10)),
+                             bad_checksum(t.s("R")), *t.data("s"),
+                             bad_checksum(t.c("PA", data=b"x", advance=False)), *t.close()])
+    p = next(ports)
+    add("bad-checksum-udp", [bad_checksum(udp(family, "c", p)), udp(family, "c", p),
+                             bad_checksum(udp(family, "s", p)), udp(family, "s", p)])
+    ident = next(ports)
+    er = echo(family, "c", ident)
+    add("bad-checksum-icmp", [bad_checksum(er), er,
+                              bad_checksum(icmp_error(er.packet, s, c, "s", "quoting echo")),
+                              bad_checksum(echo(family, "s", ident, reply=True)),
+                              echo(family, "s", ident, reply=True)])
     return seqs
 
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /* libFuzzer target for the whole engine: packet parser -> conntrack (TCP window tracking, pickup,
  * UDP, ICMP errors) -> policy -> verdict.  An input is a sequence of packets, each a 2-byte
- * big-endian length then that many bytes starting at the IP header; each packet is decided at a
+ * big-endian length (its top bit: verify the checksum, FWD_IN_CSUM) then that many bytes
+ * starting at the IP header; each packet is decided at a
  * clock that advances by the low bits of its first byte, and GC runs as it goes, on a small
  * table so that early drop and expiry are reached.  Sanitizers catch bad reads; the checks below
  * catch results that break the engine's promises.  Built and run by `make fuzz`. */
@@ -38,8 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (ready < 0)
 		ready = init();
 	while (off + 2 <= size) {
-		size_t len = (size_t)data[off] << 8 | data[off + 1];
-		struct fwd_pkt_in in = { 0 };
+		size_t len = (size_t)(data[off] & 0x7f) << 8 | data[off + 1];
+		struct fwd_pkt_in in = { .flags = data[off] & 0x80 ? FWD_IN_CSUM : 0 };
 		struct fwd_result r;
 		uint8_t *copy;
 
