@@ -4,7 +4,10 @@ exporter, and the [metrics]/[control] config sections."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -180,7 +183,7 @@ def test_exporter_serves_http():
     eng = new_engine()
     exporter = metrics.Exporter("127.0.0.1", 0, lambda: metrics.snapshot(eng, POLICY))
     try:
-        port = exporter.server.server_port
+        port = exporter.port
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         assert f'fwd_build_info{{version="{__version__}"}} 1.0' in text
@@ -189,6 +192,53 @@ def test_exporter_serves_http():
         exporter.close()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def get(port: int, path: str = "/metrics") -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_exporter_under_idle_and_hostile_clients():
+    """Hundreds of idle connections pin neither threads nor memory and do not lock scrapes out;
+    a client that stops mid-request is closed after the timeout; an endless header is refused."""
+    eng = new_engine()
+    threads_before = threading.active_count()
+    exporter = metrics.Exporter("127.0.0.1", 0, lambda: metrics.snapshot(eng, POLICY),
+                                timeout=1.0)
+    idle: list[socket.socket] = []
+    try:
+        for i in range(300):
+            s = socket.create_connection(("127.0.0.1", exporter.port))
+            s.sendall(b"GET /metr")  # and nothing more
+            idle.append(s)
+            if i % 50 == 49:  # scrapes are served all along, promptly
+                started = time.monotonic()
+                status, text = get(exporter.port)
+                assert status == 200 and "fwd_build_info" in text
+                assert time.monotonic() - started < 1.0
+        assert threading.active_count() - threads_before <= 2  # the loop and the scraper
+        assert len(exporter._clients) <= metrics.MAX_CLIENTS
+        assert exporter.refused >= 300 - metrics.MAX_CLIENTS
+        # The most recent idle connection is closed after `timeout` without an answer.
+        idle[-1].settimeout(5)
+        started = time.monotonic()
+        assert idle[-1].recv(100) == b""
+        assert 0.5 < time.monotonic() - started < 3
+        # An endless request header: 431, not an ever-growing buffer.
+        with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nX-Junk: " + b"a" * (2 * metrics.MAX_REQUEST))
+            assert s.recv(100).startswith(b"HTTP/1.1 431 ")
+        assert get(exporter.port)[0] == 200
+        assert get(exporter.port, "/other")[0] == 404
+    finally:
+        for s in idle:
+            s.close()
+        exporter.close()
+    assert threading.active_count() == threads_before
 
 
 # --- [metrics] and [control] config ----------------------------------------------------------
