@@ -980,9 +980,11 @@ static PyObject *NfqWorkers_stats(NfqWorkersObject *self, PyObject *Py_UNUSED(ig
 
 	for (Py_ssize_t i = 0; list && i < self->n; i++) {
 		const struct fwd_nfq_worker *w = &self->w[i];
-		PyObject *d = Py_BuildValue("{s:i,s:O,s:i}", "queue", w->queue, "running",
+		uint64_t since = __atomic_load_n(&w->busy_since_ns, __ATOMIC_RELAXED), now = fwd_now_ns();
+		PyObject *d = Py_BuildValue("{s:i,s:O,s:i,s:d}", "queue", w->queue, "running",
 					    __atomic_load_n(&w->running, __ATOMIC_ACQUIRE) ? Py_True : Py_False,
-					    "error", __atomic_load_n(&w->error, __ATOMIC_ACQUIRE));
+					    "error", __atomic_load_n(&w->error, __ATOMIC_ACQUIRE),
+					    "busy_seconds", since && now > since ? (double)(now - since) / 1e9 : 0.0);
 
 		if (!d) {
 			Py_CLEAR(list);
@@ -1000,12 +1002,32 @@ static PyObject *NfqWorkers_stats(NfqWorkersObject *self, PyObject *Py_UNUSED(ig
 	return list;
 }
 
+/* --- test hook (moves to the test-only binding unit once it exists) ------------------------ */
+static PyObject *NfqWorkers_test_stall(NfqWorkersObject *self, PyObject *args)
+{
+	Py_ssize_t i;
+	int on;
+
+	if (!PyArg_ParseTuple(args, "np", &i, &on))
+		return NULL;
+	if (i < 0 || i >= self->n) {
+		PyErr_SetString(PyExc_IndexError, "no such worker");
+		return NULL;
+	}
+	__atomic_store_n(&self->w[i].test_stall, (uint32_t)on, __ATOMIC_RELAXED);
+	Py_RETURN_NONE;
+}
+/* --- end of test hook ------------------------------------------------------------------------ */
+
 static PyMethodDef NfqWorkers_methods[] = {
 	{ "start", (PyCFunction)NfqWorkers_start, METH_NOARGS, "start the worker threads" },
 	{ "stop", (PyCFunction)NfqWorkers_stop, METH_NOARGS,
 	  "stop the threads and unbind the queues (idempotent)" },
 	{ "stats", (PyCFunction)NfqWorkers_stats, METH_NOARGS,
-	  "stats() -> [dict]: per queue counters, running, error" },
+	  "stats() -> [dict]: per queue counters, running, error, busy_seconds (in the current "
+	  "batch; 0 while waiting)" },
+	{ "_test_stall", (PyCFunction)NfqWorkers_test_stall, METH_VARARGS,
+	  "_test_stall(index, on): test hook, hang worker `index` in its next batch while on" },
 	{ NULL },
 };
 

@@ -415,7 +415,7 @@ def _ports(proto: int, sport: int, dport: int) -> str:
 def format_stats(snap: dict[str, Any]) -> str:
     """fwd.metrics.snapshot() for people."""
     s = snap["stats"]
-    lines = [f"fwd {snap['version']}",
+    lines = [f"fwd {snap['version']}", f"health: {snap.get('health', 'ok')}",
              f"table: {s['entries']} connections of {s['max_entries']} "
              f"({100 * s['entries'] / s['max_entries']:.1f}% full), {s['buckets']} buckets, "
              f"{s['shards']} shards (fullest {s['max_shard_entries']}, "
@@ -437,5 +437,6 @@ def format_stats(snap: dict[str, Any]) -> str:
         lines.append(f"queue {q['queue']}: {q['packets']} packets in {q['batches']} batches, "
                      f"{kernel.get('queue_total', '?')} waiting, "
                      f"{kernel.get('queue_dropped', '?')} dropped (queue full), "
-                     f"{kernel.get('user_dropped', '?')} dropped (socket full)")
+                     f"{kernel.get('user_dropped', '?')} dropped (socket full)"
+                     + (", worker STALLED" if q.get("stalled") else ""))
     return "\n".join(lines)

@@ -90,6 +90,7 @@ class Daemon:
         self.error: BaseException | None = None
         self.tasks: list[asyncio.Task] = []  # background tasks; one that ends is a failure
         self.last_reload = "none"  # outcome of the last reload, for STATUS=
+        self.health: str | None = None  # the last health check's problem, None: healthy
 
     def _fail(self, err: BaseException) -> None:
         """The packet path broke: stop, exit 1."""
@@ -110,7 +111,9 @@ class Daemon:
     # --- observability: metrics exporter and control socket -------------------------------
     def snapshot(self) -> dict[str, Any]:
         """What the metrics and `fwd ctl stats` show (fwd.metrics.snapshot); any thread."""
-        return metrics.snapshot(self.engine, self.cfg.policy, self.io.counters())
+        snap = metrics.snapshot(self.engine, self.cfg.policy, self.io.counters())
+        snap["health"] = self.health or "ok"
+        return snap
 
     async def _start_observers(self, stack: contextlib.ExitStack) -> None:
         """Serve control.socket and metrics.listen as configured; closing `stack` stops them."""
@@ -169,13 +172,14 @@ class Daemon:
         return self.io.health_problem()
 
     async def _heartbeat(self) -> None:
-        """STATUS= regularly; with a watchdog, WATCHDOG=1 with it while healthy (systemd kills
-        and restarts fwd when the pings stop)."""
+        """Check health regularly (logged while unhealthy, shown by `fwd ctl stats`); to systemd
+        STATUS= with it and, with a watchdog, WATCHDOG=1 while healthy (systemd kills and
+        restarts fwd when the pings stop)."""
         watchdog = self.notifier.watchdog
         interval = min(STATUS_INTERVAL, watchdog / 2) if watchdog else STATUS_INTERVAL
         while True:
             await asyncio.sleep(interval)
-            problem = self._health_problem()
+            problem = self.health = self._health_problem()
             if problem:
                 log.error("unhealthy, no watchdog ping: %s", problem)
             if watchdog and not problem:
@@ -198,8 +202,7 @@ class Daemon:
             if rules:
                 rules.install()
             self.tasks.append(asyncio.create_task(self._gc(), name="gc"))
-            if self.notifier.enabled:
-                self.tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+            self.tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
             queues = f"{qcfg.num}" + (f"-{qcfg.numbers[-1]}" if qcfg.count > 1 else "")
             log.info("running: queue %s, %d shards, %d rules, io %s", queues,
                      self.cfg.conntrack.shards, len(self.rule_names), qcfg.io)

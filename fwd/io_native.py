@@ -10,6 +10,10 @@ from typing import Callable, TextIO
 from fwd import _core
 from fwd.config import QueueConfig
 
+# A batch is decided in microseconds: a worker this long in one is stuck (a loop, a lock) with
+# its queue holding packets, and the watchdog stops.
+STALL_SECONDS = 2.0
+
 
 class NativeQueues:
     def __init__(self, qcfg: QueueConfig, engine: _core.Engine,
@@ -42,11 +46,16 @@ class NativeQueues:
 
     def counters(self) -> dict[int, dict[str, int]]:
         return {w["queue"]: {"packets": w["packets"], "batches": w["batches"],
-                             "socket_overflows": w["enobufs"]}
+                             "socket_overflows": w["enobufs"],
+                             "stalled": w["busy_seconds"] > STALL_SECONDS}
                 for w in (self.workers.stats() if self.workers else [])}
 
     def health_problem(self) -> str | None:
+        """A worker that stopped, or one stuck in a batch (its heartbeat, busy_seconds)."""
         for w in self.workers.stats() if self.workers else []:
             if not w["running"] or w["error"]:
                 return f"queue {w['queue']} worker stopped (errno {w['error']})"
+            if w["busy_seconds"] > STALL_SECONDS:
+                return (f"queue {w['queue']} worker stalled: {w['busy_seconds']:.1f} s in one "
+                        f"batch, no verdict since (progress: {w['batches']} batches)")
         return None

@@ -253,6 +253,10 @@ def _queue_metrics(queues: list[dict[str, Any]]) -> Iterator[Metric]:
     yield _family(CounterMetricFamily, "fwd_queue_user_drops",
                   "Packets the kernel could not deliver to fwd (netlink socket buffer full)",
                   ["queue"], per_queue(kernel("user_dropped")))
+    yield _family(GaugeMetricFamily, "fwd_worker_stalled",
+                  "1 while the queue's native worker is stuck in one batch (no progress, "
+                  "packets waiting): the systemd watchdog is not fed", ["queue"],
+                  per_queue(lambda q: q.get("stalled")))
     yield _family(CounterMetricFamily, "fwd_queue_socket_overflows",
                   "Times the native worker's socket reported lost messages (ENOBUFS)",
                   ["queue"], per_queue(lambda q: q.get("socket_overflows")))

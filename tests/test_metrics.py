@@ -59,7 +59,8 @@ def test_scrape_reflects_traffic():
         echo(C4, S4, 7),
         tcp(C4, S4, 40001, 22, "FA"),                   # FIN, no connection: invalid, default accept
     ), 1.0)
-    s = scrape(eng, {3: {"packets": 8, "batches": 1}})
+    s = scrape(eng, {3: {"packets": 8, "batches": 1, "stalled": False},
+                     4: {"packets": 0, "batches": 0, "stalled": True}})
 
     assert value(s, "fwd_build_info", version=__version__) == 1
     assert value(s, "fwd_conntrack_entries") == 3
@@ -81,6 +82,8 @@ def test_scrape_reflects_traffic():
     assert value(s, "fwd_verdicts_total", rule="(default)", verdict="accept") == 5
     assert value(s, "fwd_queue_packets_total", queue="3") == 8
     assert value(s, "fwd_queue_batches_total", queue="3") == 1
+    assert value(s, "fwd_worker_stalled", queue="3") == 0
+    assert value(s, "fwd_worker_stalled", queue="4") == 1
     assert value(s, "fwd_lock_acquisitions_total", **{"class": "shard"}) > 0
     assert value(s, "fwd_locks", **{"class": "shard"}) == 16
 
