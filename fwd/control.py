@@ -415,11 +415,15 @@ def _ports(proto: int, sport: int, dport: int) -> str:
 def format_stats(snap: dict[str, Any]) -> str:
     """fwd.metrics.snapshot() for people."""
     s = snap["stats"]
-    lines = [f"fwd {snap['version']}", f"health: {snap.get('health', 'ok')}",
-             f"table: {s['entries']} connections of {s['max_entries']} "
-             f"({100 * s['entries'] / s['max_entries']:.1f}% full), {s['buckets']} buckets, "
-             f"{s['shards']} shards (fullest {s['max_shard_entries']}, "
-             f"mean {s['entries'] / s['shards']:.2f})"]
+    lines = [f"fwd {snap['version']}", f"health: {snap.get('health', 'ok')}"]
+    if reload := snap.get("reload"):
+        loaded = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(reload["timestamp"]))
+        lines.append(f"last reload: {'ok' if reload['success'] else 'FAILED'}; running "
+                     f"configuration loaded {loaded}")
+    lines.append(f"table: {s['entries']} connections of {s['max_entries']} "
+                 f"({100 * s['entries'] / s['max_entries']:.1f}% full), {s['buckets']} buckets, "
+                 f"{s['shards']} shards (fullest {s['max_shard_entries']}, "
+                 f"mean {s['entries'] / s['shards']:.2f})")
     for cls, lock in s["locks"].items():
         share = lock["contended"] / lock["acquisitions"] if lock["acquisitions"] else 0.0
         lines.append(f"lock {cls}: {lock['count']} locks, {lock['acquisitions']} acquisitions, "

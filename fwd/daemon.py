@@ -91,6 +91,11 @@ class Daemon:
         self.tasks: list[asyncio.Task] = []  # background tasks; one that ends is a failure
         self.last_reload = "none"  # outcome of the last reload, for STATUS=
         self.health: str | None = None  # the last health check's problem, None: healthy
+        # Whether the last reload applied, and when the last that did (or the start) was.
+        self.reload_success, self.reload_time = True, time.time()
+        # Helper counters of the instances earlier reloads replaced, added to the live ones so
+        # that the counters survive a reload: {helper name: {counter: value}}.
+        self.helper_base: dict[str, dict[str, int]] = {}
 
     def _fail(self, err: BaseException) -> None:
         """The packet path broke: stop, exit 1."""
@@ -112,7 +117,11 @@ class Daemon:
     def snapshot(self) -> dict[str, Any]:
         """What the metrics and `fwd ctl stats` show (fwd.metrics.snapshot); any thread."""
         snap = metrics.snapshot(self.engine, self.cfg.policy, self.io.counters())
+        for h in snap["stats"]["helpers"]:
+            for key, value in self.helper_base.get(h["name"], {}).items():
+                h[key] += value
         snap["health"] = self.health or "ok"
+        snap["reload"] = {"success": self.reload_success, "timestamp": self.reload_time}
         return snap
 
     async def _start_observers(self, stack: contextlib.ExitStack) -> None:
@@ -136,11 +145,20 @@ class Daemon:
         try:
             cfg = config.load(self.cfg.path)
             check_live_change(self.cfg, cfg)
+            replaced = self.engine.stats()["helpers"]
             rule_names = engine.configure(self.engine, cfg)
         except config.ConfigError as err:
             self.last_reload = f"failed, running configuration kept: {err}"
+            self.reload_success = False
             log.error("reload %s", self.last_reload)
         else:
+            # The replaced instances' counts carry over (what connections still attached to
+            # them count from here on is not: they are being phased out).
+            for h in replaced:
+                base = self.helper_base.setdefault(h["name"], {})
+                for key in metrics.HELPER_COUNTERS:
+                    base[key] = base.get(key, 0) + h[key]
+            self.reload_success, self.reload_time = True, time.time()
             self.cfg, self.rule_names = cfg, rule_names
             logging.getLogger().setLevel(cfg.log.level.upper())
             self.last_reload = f"ok at {time.strftime('%H:%M:%S')}"

@@ -15,6 +15,7 @@ cardinality (labels: lock class, protocol/state, policy rule, queue number).
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
@@ -153,6 +154,14 @@ class Collector:
                           [([r["rule"], r["verdict"]], r["hits"]) for r in snap["rules"]])
         yield from _queue_metrics(snap["queues"])
         yield from _expect_metrics(stats, snap["expectations"])
+        if "reload" in snap:  # the daemon's: not in a snapshot of a bare engine
+            yield GaugeMetricFamily("fwd_config_last_reload_success",
+                                    "1 if the last reload applied the file (or none was tried "
+                                    "since start), 0 if it failed", value=snap["reload"]["success"])
+            yield GaugeMetricFamily("fwd_config_last_reload_success_timestamp_seconds",
+                                    "When a reload last applied the file (or fwd started), "
+                                    "Unix time",
+                                    value=snap["reload"]["timestamp"])
 
 
 def _expect_metrics(stats: dict[str, Any], live: list[dict[str, Any]]) -> Iterator[Metric]:
@@ -283,19 +292,19 @@ class Exporter:
         self.refused = 0  # connections pushed out or turned away to stay within max_clients
         self._clients: dict[asyncio.Task, bool] = {}  # oldest first -> still reading its request
         self._scraping: asyncio.Future | None = None
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.create_server((host, port), family=family)  # errors at once, here
+        self.port: int = sock.getsockname()[1]
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fwd-metrics-scrape")
         self._loop = asyncio.new_event_loop()
-        try:
-            self._server = self._loop.run_until_complete(asyncio.start_server(
-                self._client, host, port, limit=MAX_REQUEST))
-        except BaseException:
-            self._loop.close()
-            self._pool.shutdown()
-            raise
-        self.port: int = self._server.sockets[0].getsockname()[1]
-        self.thread = threading.Thread(target=self._loop.run_forever, name="fwd-metrics",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._serve, name="fwd-metrics", daemon=True)
         self.thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(asyncio.start_server(
+            self._client, sock=sock, limit=MAX_REQUEST), self._loop).result()
+
+    def _serve(self) -> None:
+        self._loop.run_forever()
+        self._loop.close()
 
     def close(self) -> None:
         async def stop() -> None:
@@ -308,7 +317,6 @@ class Exporter:
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self.thread.join()
-        self._loop.close()
         self._pool.shutdown()
 
     def _make_room(self) -> bool:
