@@ -51,6 +51,9 @@ NFQUEUE_TABLE = "/proc/self/net/netfilter/nfnetlink_queue"
 # What a reload may change.  Every other key is fixed at start (the engine's table size and
 # timeouts, the queue and its rules): a reload that changes one is refused as a whole.
 LIVE_KEYS = ("policy", "helpers", "log", "conntrack.gc_interval")
+# Overload (packets or connections lost for want of room) is logged at most once per kind in
+# this many seconds, with the count since the previous line: visible without flooding the log.
+OVERLOAD_INTERVAL = 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +115,37 @@ class Daemon:
             removed = self.engine.gc(time.monotonic())
             if removed:
                 log.debug("gc removed %d connections", removed)
+
+    def overload_counts(self) -> dict[str, int]:
+        """The counters of loss under overload, each keyed by the words that log it."""
+        stats = self.engine.stats()
+        counts = {
+            "new connections dropped, connection table full (conntrack.max_entries)":
+                stats["ct"]["drop"],
+            "unassured connections evicted from the full connection table": stats["early_drop"],
+            "expectations refused, expectation table full (conntrack.expect_max)":
+                stats["expect"]["refused"],
+        }
+        kernel = metrics.read_nfqueue(NFQUEUE_TABLE)
+        for num in self.cfg.queue.numbers:
+            if q := kernel.get(num):
+                counts[f"packets of queue {num} dropped by the kernel, queue full "
+                       f"(queue.max_len)"] = q["queue_dropped"]
+                counts[f"packets of queue {num} dropped by the kernel, socket buffer full"] = \
+                    q["user_dropped"]
+        return counts
+
+    async def _log_overload(self) -> None:
+        """Every OVERLOAD_INTERVAL, one warning per kind of loss that grew, with the count."""
+        before = self.overload_counts()
+        while True:
+            await asyncio.sleep(OVERLOAD_INTERVAL)
+            now = self.overload_counts()
+            for what, n in now.items():
+                if n > before.get(what, 0):
+                    log.warning("overload: %d %s in the last %g s", n - before.get(what, 0), what,
+                                OVERLOAD_INTERVAL)
+            before = now
 
     # --- observability: metrics exporter and control socket -------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -220,6 +254,7 @@ class Daemon:
             if rules:
                 rules.install()
             self.tasks.append(asyncio.create_task(self._gc(), name="gc"))
+            self.tasks.append(asyncio.create_task(self._log_overload(), name="overload log"))
             self.tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
             queues = f"{qcfg.num}" + (f"-{qcfg.numbers[-1]}" if qcfg.count > 1 else "")
             log.info("running: queue %s, %d shards, %d rules, io %s", queues,
