@@ -2,6 +2,7 @@
 /* fwd._core module and types: Python objects in and out of the engine (see binding.h).
  * One C call per batch; the GIL is released while the engine runs. */
 #include "binding.h"
+#include "fwd_ct_filter.h"
 #include "fwd_nfq.h"
 
 #include <arpa/inet.h>
@@ -283,29 +284,39 @@ static bool room_for_one(void **items, size_t n, size_t *cap, size_t size, bool 
 struct ct_copy {
 	struct fwd_tuple tuple[2];
 	uint64_t expires;
-	uint32_t status, packets[2];
+	uint32_t status, packets[2], use;
+	const char *helper; /* the helper type's (static) name, or NULL */
 	uint8_t proto_state;
 };
 
+/* The walk's output: the matching connections, up to `limit` (0: no limit; the walk stops at
+ * the end of the bucket where the limit was reached, so it may pass it by a few). */
 struct ct_copies {
 	struct ct_copy *items;
-	size_t n, cap;
+	size_t n, cap, limit;
+	const struct fwd_ct_filter *filter;
 	bool oom;
 };
 
-static void copy_ct(const struct fwd_ct *ct, void *arg)
+static bool copy_ct(const struct fwd_ct *ct, void *arg)
 {
 	struct ct_copies *c = arg;
+	const struct fwd_helper *h = ct->ext ? ct->ext->helper : NULL;
 
+	if (!fwd_ct_filter_match(c->filter, ct))
+		return true;
 	if (!room_for_one((void **)&c->items, c->n, &c->cap, sizeof(*c->items), &c->oom))
-		return;
+		return false;
 	c->items[c->n++] = (struct ct_copy){
 		.tuple = { ct->node[0].tuple, ct->node[1].tuple },
 		.expires = fwd_ct_expires(ct),
 		.status = fwd_ct_status(ct),
 		.packets = { ct->packets[0], ct->packets[1] },
+		.use = __atomic_load_n(&ct->refcnt, __ATOMIC_RELAXED),
+		.helper = h ? h->type->name : NULL,
 		.proto_state = ct->proto_state,
 	};
+	return !c->limit || c->n < c->limit;
 }
 
 PyObject *addr_str(const struct fwd_tuple *t, const union fwd_addr *a)
@@ -323,15 +334,18 @@ static PyObject *conn_dict(const struct ct_copy *c, uint64_t now)
 			    : reply_names[!!(c->status & FWD_CT_SEEN_REPLY)];
 	double left = c->expires > now ? (double)(c->expires - now) / 1e9 : 0.0;
 
-	return Py_BuildValue("{s:i,s:i,s:N,s:N,s:i,s:i,s:N,s:N,s:i,s:i,s:s,s:O,s:O,s:d,s:k,s:k}",
+	return Py_BuildValue("{s:i,s:i,s:N,s:N,s:i,s:i,s:N,s:N,s:i,s:i,s:s,s:O,s:O,s:O,s:d,s:k,"
+			     "s:k,s:I,s:z}",
 			     "proto", o->proto, "family", o->family, "src", addr_str(o, &o->src),
 			     "dst", addr_str(o, &o->dst), "sport", o->sport, "dport", o->dport,
 			     "reply_src", addr_str(r, &r->src), "reply_dst", addr_str(r, &r->dst),
 			     "reply_sport", r->sport, "reply_dport", r->dport, "state", state,
 			     "assured", c->status & FWD_CT_ASSURED ? Py_True : Py_False,
 			     "seen_reply", c->status & FWD_CT_SEEN_REPLY ? Py_True : Py_False,
+			     "expected", c->status & FWD_CT_EXPECTED ? Py_True : Py_False,
 			     "timeout", left, "packets_orig", (unsigned long)c->packets[0],
-			     "packets_reply", (unsigned long)c->packets[1]);
+			     "packets_reply", (unsigned long)c->packets[1], "use", c->use,
+			     "helper", c->helper);
 }
 
 struct conn_items {
@@ -346,21 +360,95 @@ static PyObject *conn_item(size_t i, void *arg)
 	return conn_dict(&c->items[i], c->now);
 }
 
-static PyObject *Engine_connections(EngineObject *self, PyObject *args)
+/* Parses a filter as fwd.control.Filter.native() makes it: (proto, family, src, src_len, dst,
+ * dst_len, sport_lo, sport_hi, dport_lo, dport_hi, state, helper), None: any.  Returns 0, or -1
+ * with the error set; f->helper points into `obj`, which must outlive f. */
+static int parse_filter(PyObject *obj, struct fwd_ct_filter *f)
 {
-	struct ct_copies c = { 0 };
-	double now;
+	const char *src, *dst, *state;
+	Py_ssize_t src_n, dst_n;
+	unsigned char family;
+
+	fwd_ct_filter_init(f);
+	if (obj == Py_None)
+		return 0;
+	if (!PyArg_ParseTuple(obj, "ibz#iz#iHHHHzz;filter", &f->proto, &family, &src, &src_n,
+			      &f->src_len, &dst, &dst_n, &f->dst_len, &f->sport[0], &f->sport[1],
+			      &f->dport[0], &f->dport[1], &state, &f->helper))
+		return -1;
+	f->family = family;
+	if ((src && src_n != (family == 4 ? 4 : 16)) || (dst && dst_n != (family == 4 ? 4 : 16)) ||
+	    f->src_len > (src ? 8 * src_n : -1) || f->dst_len > (dst ? 8 * dst_n : -1)) {
+		PyErr_SetString(PyExc_ValueError, "filter: address does not fit family or prefix");
+		return -1;
+	}
+	if (src)
+		memcpy(f->src.b, src, (size_t)src_n);
+	if (dst)
+		memcpy(f->dst.b, dst, (size_t)dst_n);
+	if (!state)
+		return 0;
+	f->state = !strcmp(state, "UNREPLIED") ? FWD_CT_FILTER_UNREPLIED
+		   : !strcmp(state, "REPLIED") ? FWD_CT_FILTER_REPLIED : -1;
+	for (int i = 0; f->state == -1 && i < FWD_TCP_STATES; i++)
+		if (!strcmp(state, fwd_tcp_state_names[i]))
+			f->state = i;
+	if (f->state == -1) {
+		PyErr_Format(PyExc_ValueError, "filter: unknown state %s", state);
+		return -1;
+	}
+	return 0;
+}
+
+/* The connections matching `filter_obj` (see parse_filter) from bucket `start` on, up to
+ * about `limit` (0: all) as a list of dicts; *next: the bucket to go on from, 0 at the end. */
+static PyObject *connections(EngineObject *self, double now, PyObject *filter_obj,
+			     uint32_t start, size_t limit, uint32_t *next)
+{
+	struct fwd_ct_filter filter;
+	struct ct_copies c = { .filter = &filter, .limit = limit };
 	PyObject *list;
 
-	if (check_ready(self) || !PyArg_ParseTuple(args, "d", &now))
+	if (check_ready(self) || parse_filter(filter_obj, &filter))
 		return NULL;
 	Py_BEGIN_ALLOW_THREADS
-	fwd_ct_for_each(&self->engine->ct, copy_ct, &c);
+	*next = fwd_ct_walk(&self->engine->ct, start, copy_ct, &c);
 	Py_END_ALLOW_THREADS
 	list = c.oom ? PyErr_NoMemory()
 		     : list_of(c.n, conn_item, &(struct conn_items){ c.items, seconds_to_ns(now) });
 	free(c.items);
 	return list;
+}
+
+static PyObject *Engine_connections(EngineObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "now", "filter", NULL };
+	PyObject *filter = Py_None;
+	uint32_t next;
+	double now;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "d|O", kwlist, &now, &filter))
+		return NULL;
+	return connections(self, now, filter, 0, 0, &next);
+}
+
+static PyObject *Engine_connections_page(EngineObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "now", "start", "limit", "filter", NULL };
+	PyObject *filter = Py_None, *list;
+	unsigned int start;
+	Py_ssize_t limit;
+	uint32_t next;
+	double now;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "dIn|O", kwlist, &now, &start, &limit, &filter))
+		return NULL;
+	if (limit < 1) {
+		PyErr_SetString(PyExc_ValueError, "limit must be at least 1");
+		return NULL;
+	}
+	list = connections(self, now, filter, start, (size_t)limit, &next);
+	return list ? Py_BuildValue("(NI)", list, next) : NULL;
 }
 
 static PyObject *lock_stats_dict(const struct fwd_lock_stats *s)
@@ -837,8 +925,13 @@ static PyMethodDef Engine_methods[] = {
 	{ "gc", (PyCFunction)(void (*)(void))Engine_gc, METH_VARARGS | METH_KEYWORDS,
 	  "gc(now, budget=4096) -> entries removed" },
 	{ "flush", (PyCFunction)Engine_flush, METH_NOARGS, "flush() -> entries removed" },
-	{ "connections", (PyCFunction)Engine_connections, METH_VARARGS,
-	  "connections(now) -> [dict]: snapshot of the table" },
+	{ "connections", (PyCFunction)(void (*)(void))Engine_connections,
+	  METH_VARARGS | METH_KEYWORDS,
+	  "connections(now, filter=None) -> [dict]: snapshot of the table (the matching part)" },
+	{ "connections_page", (PyCFunction)(void (*)(void))Engine_connections_page,
+	  METH_VARARGS | METH_KEYWORDS,
+	  "connections_page(now, start, limit, filter=None) -> ([dict], next): about `limit` "
+	  "matching connections from bucket `start` on; next: where to go on, 0 at the end" },
 	{ "stats", (PyCFunction)Engine_stats, METH_NOARGS, "stats() -> dict: one snapshot" },
 	{ "expectations", (PyCFunction)Engine_expectations, METH_VARARGS,
 	  "expectations(now) -> [dict]: the live expectations" },

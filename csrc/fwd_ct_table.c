@@ -397,18 +397,41 @@ unsigned fwd_ct_flush(struct fwd_ct_table *t)
 	return removed;
 }
 
-void fwd_ct_for_each(struct fwd_ct_table *t, void (*fn)(const struct fwd_ct *ct, void *arg),
-		     void *arg)
+uint32_t fwd_ct_walk(struct fwd_ct_table *t, uint32_t from,
+		     bool (*fn)(const struct fwd_ct *ct, void *arg), void *arg)
 {
-	for (uint32_t b = 0; b <= t->bucket_mask; b++) {
+	for (uint32_t b = from; b <= t->bucket_mask; b++) {
 		struct fwd_lock *l = fwd_ct_shard(t, b);
+		bool more = true;
 
 		if (!head(t, b))
 			continue;
 		fwd_lock(l);
 		for (struct fwd_ct_node *n = t->buckets[b]; n; n = n->next)
 			if (n->dir == FWD_DIR_ORIG && !(fwd_ct_status(node_ct(n)) & FWD_CT_DYING))
-				fn(node_ct(n), arg);
+				more &= fn(node_ct(n), arg);
 		fwd_unlock(l);
+		if (!more && b < t->bucket_mask)
+			return b + 1;
 	}
+	return 0;
+}
+
+struct for_each_arg {
+	void (*fn)(const struct fwd_ct *ct, void *arg);
+	void *arg;
+};
+
+static bool for_each_one(const struct fwd_ct *ct, void *arg)
+{
+	const struct for_each_arg *a = arg;
+
+	a->fn(ct, a->arg);
+	return true;
+}
+
+void fwd_ct_for_each(struct fwd_ct_table *t, void (*fn)(const struct fwd_ct *ct, void *arg),
+		     void *arg)
+{
+	fwd_ct_walk(t, 0, for_each_one, &(struct for_each_arg){ fn, arg });
 }

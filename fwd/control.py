@@ -4,9 +4,16 @@ The daemon listens on a Unix socket (control.socket, mode 0600: root only) on it
 Protocol: JSON lines; one request object per line, one response line each:
     {"command": "conntrack.list", "filter": {"proto": "tcp", "dport": 80}}
     -> {"ok": true, "result": [...]}  or  {"ok": false, "error": "filter.proto: must be ..."}
+except that a listing comes in pieces of at most CHUNK connections, each line but the last
+marked "more": {"ok": true, "more": true, "result": [...]} ... {"ok": true, "result": [...]}.
 Commands: conntrack.list, conntrack.delete (both take "filter"; delete refuses an empty one),
-conntrack.flush, stats (fwd.metrics.snapshot), reload (the daemon's SIGHUP path).
-Table walks run in a worker thread (the C side releases the GIL), so the packet loop goes on.
+conntrack.flush, expect.list, expect.flush, stats (fwd.metrics.snapshot), reload (the daemon's
+SIGHUP path).
+
+Table walks run in worker threads (the C side releases the GIL), a piece at a time and
+filtered in C, so the packet loop goes on and a listing never holds the table in Python.  Each
+client is bounded: MAX_CLIENTS at once, CLIENT_IDLE to send a request, SEND_TIMEOUT to take
+each line of the answer (one that does not read is dropped), LISTINGS walks at once.
 
 `fwd ctl` is the client; its connection listing reads like `conntrack -L`.
 """
@@ -24,14 +31,20 @@ import stat
 import sys
 import time
 from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
 
-from fwd import _core, config
+from fwd import _core, config, helper_config
 
 log = logging.getLogger("fwd")
 
 MAX_REQUEST = 1 << 16  # bytes in one request line
 CLIENT_TIMEOUT = 30.0  # seconds `fwd ctl` waits for the daemon
+CHUNK = 256            # connections per response line of a listing
+MAX_CLIENTS = 16       # control connections at once; more are answered with an error
+CLIENT_IDLE = 60.0     # seconds a connection may take to send its next request
+SEND_TIMEOUT = 10.0    # seconds a client may take to read one response line
+LISTINGS = 2           # table walks at once, each in a worker thread
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 # States as Engine.connections() names them: TCP's, and UNREPLIED/REPLIED for the others.
 STATES = _core.CONN_STATES
@@ -63,29 +76,39 @@ class Filter:
     sport: tuple[int, int] | None = None
     dport: tuple[int, int] | None = None
     state: str | None = None
+    helper: str | None = None
 
     @classmethod
     def parse(cls, data: Any) -> "Filter":
         """Check a request's filter object; raises config.ConfigError naming "filter.KEY".
         Values are written as in the config file: proto "tcp" or a number, addresses or
-        networks, ports or "lo-hi" ranges; states in any case."""
+        networks, ports or "lo-hi" ranges; states in any case; a helper by name."""
         if isinstance(data, dict) and isinstance(data.get("state"), str):
             data = {**data, "state": data["state"].upper()}
-        return cls(**config.read_table(data, "filter", {
+        f = cls(**config.read_table(data, "filter", {
             "proto": config.check_proto, "src": config.check_network, "dst": config.check_network,
             "sport": config.check_ports, "dport": config.check_ports, "state": config.check_choice(STATES),
+            "helper": config.check_choice(tuple(helper_config.available())),
         }))
+        if f.src and f.dst and f.src.version != f.dst.version:
+            raise config.ConfigError("filter.dst", f"is IPv{f.dst.version}, filter.src "
+                                                   f"IPv{f.src.version}")
+        return f
 
     def empty(self) -> bool:
         return self == Filter()
 
-    def match(self, c: dict[str, Any]) -> bool:
-        return ((self.proto is None or c["proto"] == self.proto)
-                and (self.src is None or ipaddress.ip_address(c["src"]) in self.src)
-                and (self.dst is None or ipaddress.ip_address(c["dst"]) in self.dst)
-                and (self.sport is None or self.sport[0] <= c["sport"] <= self.sport[1])
-                and (self.dport is None or self.dport[0] <= c["dport"] <= self.dport[1])
-                and (self.state is None or c["state"] == self.state))
+    def native(self) -> tuple | None:
+        """The filter as Engine.connections takes it (checked in C during the walk)."""
+        if self.empty():
+            return None
+        family = (self.src or self.dst).version if (self.src or self.dst) else 0
+        return (-1 if self.proto is None else self.proto, family,
+                self.src and self.src.network_address.packed,
+                self.src.prefixlen if self.src else -1,
+                self.dst and self.dst.network_address.packed,
+                self.dst.prefixlen if self.dst else -1,
+                *(self.sport or (0, 65535)), *(self.dport or (0, 65535)), self.state, self.helper)
 
 
 # --- the server, in the daemon ----------------------------------------------------------------
@@ -98,6 +121,8 @@ class ControlServer:
         self.path = path
         self.server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
+        self.clients = 0
+        self.walks = asyncio.Semaphore(LISTINGS)
 
     async def start(self) -> None:
         sock = _listen(self.path)
@@ -114,25 +139,33 @@ class ControlServer:
             pass
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def send(response: dict[str, Any]) -> None:
+            writer.write(_line(response))
+            await asyncio.wait_for(writer.drain(), SEND_TIMEOUT)
+
+        self.clients += 1
         try:
+            if self.clients > MAX_CLIENTS:
+                await send({"ok": False, "error": f"busy: {MAX_CLIENTS} clients connected"})
+                return
             while True:
                 try:
-                    line = await reader.readline()
+                    line = await asyncio.wait_for(reader.readline(), CLIENT_IDLE)
                 except ValueError:  # longer than the stream limit
-                    writer.write(_line({"ok": False,
-                                        "error": f"request longer than {MAX_REQUEST} bytes"}))
+                    await send({"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"})
                     break
                 if not line:
                     break
-                writer.write(_line(await self.respond(line)))
-                await writer.drain()
-        except ConnectionError:
-            pass
+                async for response in self.respond(line):
+                    await send(response)
+        except (ConnectionError, TimeoutError):
+            pass  # gone, idle or not reading: its connection goes
         finally:
+            self.clients -= 1
             writer.close()
 
-    async def respond(self, line: bytes) -> dict[str, Any]:
-        """One request line -> its response object."""
+    async def respond(self, line: bytes) -> AsyncIterator[dict[str, Any]]:
+        """One request line -> its response objects: one, or the pieces of a listing."""
         try:
             try:
                 request = json.loads(line)
@@ -149,12 +182,33 @@ class ControlServer:
                 if key not in takes:
                     raise RequestError(f"{command} takes no argument {json.dumps(key)}"
                                        + (f"; it takes {', '.join(takes)}" if takes else ""))
-            return {"ok": True, "result": await handler(self.daemon, request)}
+            result = await handler(self, request)
+            if not isinstance(result, AsyncIterator):
+                yield {"ok": True, "result": result}
+                return
+            held = []  # one piece held back: the last goes without "more"
+            async for piece in result:
+                if held:
+                    yield {"ok": True, "more": True, "result": held}
+                held = piece
+            yield {"ok": True, "result": held}
         except (RequestError, config.ConfigError) as err:
-            return {"ok": False, "error": str(err)}
+            yield {"ok": False, "error": str(err)}
         except Exception as err:  # a bug: answer and keep serving
             log.exception("control request %r failed", line)
-            return {"ok": False, "error": f"internal error: {err!r}"}
+            yield {"ok": False, "error": f"internal error: {err!r}"}
+
+    async def pieces(self, match: Filter) -> AsyncIterator[list[dict[str, Any]]]:
+        """The matching connections, about CHUNK at a time, walked in C a piece at a time."""
+        start = 0
+        while True:
+            async with self.walks:
+                piece, start = await asyncio.to_thread(
+                    self.daemon.engine.connections_page, time.monotonic(), start, CHUNK,
+                    match.native())
+            yield piece
+            if not start:
+                return
 
 
 def _listen(path: str) -> socket.socket:
@@ -202,42 +256,46 @@ def _line(obj: Any) -> bytes:
     return (json.dumps(obj) + "\n").encode()
 
 
-async def _list(daemon: Controlled, request: dict[str, Any]) -> list[dict[str, Any]]:
+async def _list(server: ControlServer, request: dict[str, Any]
+                ) -> AsyncIterator[list[dict[str, Any]]]:
+    return server.pieces(Filter.parse(request.get("filter", {})))
+
+
+async def _delete(server: ControlServer, request: dict[str, Any]) -> dict[str, int]:
     match = Filter.parse(request.get("filter", {}))
-    conns = await asyncio.to_thread(daemon.engine.connections, time.monotonic())
-    return [c for c in conns if match.match(c)]
-
-
-async def _delete(daemon: Controlled, request: dict[str, Any]) -> dict[str, int]:
-    if Filter.parse(request.get("filter", {})).empty():
+    if match.empty():
         raise RequestError("conntrack.delete needs a filter; to delete every connection use "
                            "conntrack.flush")
-    conns = await _list(daemon, request)
+    engine = server.daemon.engine
 
-    def kill() -> int:  # a connection that ended by itself meanwhile is not counted
-        return sum(daemon.engine.kill(c["family"], c["proto"], c["src"], c["dst"], c["sport"],
-                                      c["dport"]) for c in conns)
+    def kill(conns: list[dict[str, Any]]) -> int:  # one that ended meanwhile is not counted
+        return sum(engine.kill(c["family"], c["proto"], c["src"], c["dst"], c["sport"],
+                               c["dport"]) for c in conns)
 
-    return {"deleted": await asyncio.to_thread(kill)}
-
-
-async def _flush(daemon: Controlled, request: dict[str, Any]) -> dict[str, int]:
-    return {"deleted": await asyncio.to_thread(daemon.engine.flush)}
-
-
-async def _expect_list(daemon: Controlled, request: dict[str, Any]) -> list[dict[str, Any]]:
-    return await asyncio.to_thread(daemon.engine.expectations, time.monotonic())
+    deleted = 0
+    async for piece in server.pieces(match):
+        deleted += await asyncio.to_thread(kill, piece)
+    return {"deleted": deleted}
 
 
-async def _expect_flush(daemon: Controlled, request: dict[str, Any]) -> dict[str, int]:
-    return {"deleted": await asyncio.to_thread(daemon.engine.flush_expectations)}
+async def _flush(server: ControlServer, request: dict[str, Any]) -> dict[str, int]:
+    return {"deleted": await asyncio.to_thread(server.daemon.engine.flush)}
 
 
-async def _stats(daemon: Controlled, request: dict[str, Any]) -> dict[str, Any]:
-    return await asyncio.to_thread(daemon.snapshot)
+async def _expect_list(server: ControlServer, request: dict[str, Any]) -> list[dict[str, Any]]:
+    return await asyncio.to_thread(server.daemon.engine.expectations, time.monotonic())
 
 
-async def _reload(daemon: Controlled, request: dict[str, Any]) -> dict[str, str]:
+async def _expect_flush(server: ControlServer, request: dict[str, Any]) -> dict[str, int]:
+    return {"deleted": await asyncio.to_thread(server.daemon.engine.flush_expectations)}
+
+
+async def _stats(server: ControlServer, request: dict[str, Any]) -> dict[str, Any]:
+    return await asyncio.to_thread(server.daemon.snapshot)
+
+
+async def _reload(server: ControlServer, request: dict[str, Any]) -> dict[str, str]:
+    daemon = server.daemon
     daemon.reload()  # the SIGHUP path: all of the file or nothing
     if not daemon.last_reload.startswith("ok"):
         raise RequestError(f"reload {daemon.last_reload}")
@@ -278,6 +336,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--dport", type=_number_or_text,
                        help="original destination port or range lo-hi")
         p.add_argument("--state", help=f"connection state: {', '.join(STATES)}")
+        p.add_argument("--helper", help="connections with this helper attached (e.g. sip)")
         if name == "list":
             p.add_argument("--json", action="store_true", help="one JSON list of connections")
     ct_sub.add_parser("flush", help="delete every connection")
@@ -297,17 +356,36 @@ def _number_or_text(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def call(path: str, request: dict[str, Any], timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
-    """Send one request to the daemon at `path` and return its response."""
+def responses(path: str, request: dict[str, Any], timeout: float = CLIENT_TIMEOUT
+              ) -> Iterator[dict[str, Any]]:
+    """Send one request to the daemon at `path`; yields its response lines as they come (a
+    listing's pieces, the last without "more")."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
         sock.sendall(_line(request))
         with sock.makefile("rb") as f:
-            line = f.readline()
-    if not line:
-        raise ConnectionError("the daemon closed the connection without an answer")
-    return json.loads(line)
+            while True:
+                line = f.readline()
+                if not line:
+                    raise ConnectionError("the daemon closed the connection without an answer")
+                response = json.loads(line)
+                yield response
+                if not response.get("more"):
+                    return
+
+
+def call(path: str, request: dict[str, Any], timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
+    """Send one request to the daemon at `path` and return its response, a listing's pieces
+    joined into one."""
+    result: list[Any] = []
+    for response in responses(path, request, timeout):
+        if not response.get("more"):
+            if result and response.get("ok"):
+                response["result"] = result + response["result"]
+            return response
+        result += response["result"]
+    raise AssertionError("unreachable: responses() ends with a last line")
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
@@ -317,8 +395,8 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
         return {"command": args.ctl_command}
     request: dict[str, Any] = {"command": f"conntrack.{args.ct_command}"}
     if args.ct_command != "flush":
-        request["filter"] = {k: v for k in ("proto", "src", "dst", "sport", "dport", "state")
-                             if (v := getattr(args, k)) is not None}
+        request["filter"] = {k: v for k in ("proto", "src", "dst", "sport", "dport", "state",
+                                            "helper") if (v := getattr(args, k)) is not None}
     return request
 
 
@@ -341,22 +419,17 @@ def main(args: argparse.Namespace) -> int:
         return config.EXIT_CONFIG
     request = _request(args)
     try:
+        if request["command"] == "conntrack.list" and not args.json:
+            return _print_listing(path, request)
         response = call(path, request)
     except (OSError, ValueError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
-        print(f"fwd ctl: cannot talk to fwd at {path}: {reason} (is fwd running?)",
-              file=sys.stderr)
-        return 1
+        return _cannot_talk(path, err)
     if not response.get("ok"):
         print(f"fwd ctl: {response.get('error')}", file=sys.stderr)
         return 1
     result = response["result"]
     if getattr(args, "json", False):
         print(json.dumps(result, indent=1))
-    elif request["command"] == "conntrack.list":
-        for c in result:
-            print(format_connection(c))
-        print(f"fwd ctl: {len(result)} flow entries have been shown.", file=sys.stderr)
     elif request["command"] == "expect.list":
         for x in result:
             print(format_expectation(x))
@@ -369,6 +442,26 @@ def main(args: argparse.Namespace) -> int:
         print(f"fwd ctl: {result['deleted']} flow entries have been deleted.")
     else:
         print(f"fwd ctl: reload {result['reload']}")
+    return 0
+
+
+def _cannot_talk(path: str, err: OSError | ValueError) -> int:
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+    print(f"fwd ctl: cannot talk to fwd at {path}: {reason} (is fwd running?)", file=sys.stderr)
+    return 1
+
+
+def _print_listing(path: str, request: dict[str, Any]) -> int:
+    """`conntrack -L`: connections printed as their pieces arrive, however many there are."""
+    shown = 0
+    for response in responses(path, request):
+        if not response.get("ok"):
+            print(f"fwd ctl: {response.get('error')}", file=sys.stderr)
+            return 1
+        for c in response["result"]:
+            print(format_connection(c))
+        shown += len(response["result"])
+    print(f"fwd ctl: {shown} flow entries have been shown.", file=sys.stderr)
     return 0
 
 
