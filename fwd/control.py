@@ -338,16 +338,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--state", help=f"connection state: {', '.join(STATES)}")
         p.add_argument("--helper", help="connections with this helper attached (e.g. sip)")
         if name == "list":
-            p.add_argument("--json", action="store_true", help="one JSON list of connections")
+            _output_arguments(p, "connections", ("json", "extended"))
     ct_sub.add_parser("flush", help="delete every connection")
     expect = sub.add_parser("expect", help="list or flush expectations (helpers' pinholes)")
     exp_sub = expect.add_subparsers(dest="exp_command", required=True, metavar="ACTION")
     exp_list = exp_sub.add_parser("list", help="list expectations, like conntrack -L expect")
-    exp_list.add_argument("--json", action="store_true", help="one JSON list of expectations")
+    _output_arguments(exp_list, "expectations", ("json",))
     exp_sub.add_parser("flush", help="delete every expectation")
     stats = sub.add_parser("stats", help="counters, locks, table and queue statistics")
-    stats.add_argument("--json", action="store_true", help="the raw snapshot as JSON")
+    stats.add_argument("--json", dest="output", action="store_const", const="json",
+                       help="the raw snapshot as JSON")
     sub.add_parser("reload", help="re-read the configuration file (as SIGHUP does)")
+
+
+def _output_arguments(parser: argparse.ArgumentParser, what: str, formats: tuple) -> None:
+    parser.add_argument("-o", "--output", choices=formats,
+                        help=f"json: one JSON list of {what}"
+                        + ("; extended: with the network protocol first" if "extended" in formats
+                           else ""))
+    parser.add_argument("--json", dest="output", action="store_const", const="json",
+                        help="the same as -o json")
 
 
 def _number_or_text(text: str) -> int | str:
@@ -419,8 +429,9 @@ def main(args: argparse.Namespace) -> int:
         return config.EXIT_CONFIG
     request = _request(args)
     try:
-        if request["command"] == "conntrack.list" and not args.json:
-            return _print_listing(path, request)
+        output = getattr(args, "output", None)
+        if request["command"] == "conntrack.list" and output != "json":
+            return _print_listing(path, request, output == "extended")
         response = call(path, request)
     except (OSError, ValueError) as err:
         return _cannot_talk(path, err)
@@ -428,7 +439,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"fwd ctl: {response.get('error')}", file=sys.stderr)
         return 1
     result = response["result"]
-    if getattr(args, "json", False):
+    if output == "json":
         print(json.dumps(result, indent=1))
     elif request["command"] == "expect.list":
         for x in result:
@@ -451,7 +462,7 @@ def _cannot_talk(path: str, err: OSError | ValueError) -> int:
     return 1
 
 
-def _print_listing(path: str, request: dict[str, Any]) -> int:
+def _print_listing(path: str, request: dict[str, Any], extended: bool) -> int:
     """`conntrack -L`: connections printed as their pieces arrive, however many there are."""
     shown = 0
     for response in responses(path, request):
@@ -459,31 +470,39 @@ def _print_listing(path: str, request: dict[str, Any]) -> int:
             print(f"fwd ctl: {response.get('error')}", file=sys.stderr)
             return 1
         for c in response["result"]:
-            print(format_connection(c))
+            print(format_connection(c, extended))
         shown += len(response["result"])
     print(f"fwd ctl: {shown} flow entries have been shown.", file=sys.stderr)
     return 0
 
 
 def format_expectation(x: dict[str, Any]) -> str:
-    """One expectation the way `conntrack -L expect` prints it; a wildcard shows as 0 ("any"):
-    180 proto=17 src=10.0.0.2 dst=10.0.0.1 sport=0 dport=4000 master-src=10.0.0.1
-    master-dst=10.0.0.2 sport=5060 dport=5060 class=audio helper=sip"""
+    """One expectation the way `conntrack -L expect` prints it: timeout, tuple, mask (a
+    wildcard address or port shows as 0 in the tuple and in the mask), master tuple, flags,
+    class (by name) and helper, e.g.
+    180 proto=17 src=10.0.0.2 dst=10.0.0.1 sport=0 dport=4000 mask-src=255.255.255.255
+    mask-dst=255.255.255.255 sport=0 dport=65535 master-src=10.0.0.1 master-dst=10.0.0.2
+    sport=5060 dport=5060 PERMANENT class=audio helper=sip"""
     m = x["master"]
+    none, full = ("::", "ffff:" * 7 + "ffff") if x["family"] == 6 else ("0.0.0.0", "255.255.255.255")
     flags = "".join(f" {f.upper()}" for f in x["flags"])
     return (f"{int(x['timeout'])} proto={config.PROTOCOLS.get(x['proto'], x['proto'])} "
-            f"src={x['src'] or ('::' if x['family'] == 6 else '0.0.0.0')} dst={x['dst']} "
-            f"sport={x['sport'] or 0} dport={x['dport']} master-src={m['src']} "
-            f"master-dst={m['dst']} sport={m['sport']} dport={m['dport']} class={x['class']} "
-            f"helper={x['helper']}{flags}")
+            f"src={x['src'] or none} dst={x['dst']} sport={x['sport'] or 0} dport={x['dport']} "
+            f"mask-src={full if x['src'] else none} mask-dst={full} "
+            f"sport={65535 if x['sport'] is not None else 0} dport=65535 "
+            f"master-src={m['src']} master-dst={m['dst']} sport={m['sport']} dport={m['dport']}"
+            f"{flags} class={x['class']} helper={x['helper']}")
 
 
-def format_connection(c: dict[str, Any]) -> str:
+def format_connection(c: dict[str, Any], extended: bool = False) -> str:
     """One connection the way `conntrack -L` prints it (with accounting), e.g.
     tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 packets=3
-    src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 packets=2 [ASSURED]"""
+    src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 packets=2 [ASSURED] helper=sip use=1
+    `extended` (`-o extended`) puts the network protocol first: "ipv4     2 tcp      6 ..."."""
     proto = c["proto"]
     words = [f"{PROTO_NAMES.get(proto, 'unknown'):8} {proto} {int(c['timeout'])}"]
+    if extended:
+        words.insert(0, f"ipv{c['family']}     {10 if c['family'] == 6 else 2}")
     if proto == 6:
         words.append(c["state"])
     words += [f"src={c['src']} dst={c['dst']}", _ports(proto, c["sport"], c["dport"]),
@@ -494,14 +513,18 @@ def format_connection(c: dict[str, Any]) -> str:
               _ports(proto, c["reply_sport"], c["reply_dport"]), f"packets={c['packets_reply']}"]
     if c["assured"]:
         words.append("[ASSURED]")
+    if c.get("helper"):
+        words.append(f"helper={c['helper']}")
+    if "use" in c:
+        words.append(f"use={c['use']}")
     return " ".join(w for w in words if w)
 
 
 def _ports(proto: int, sport: int, dport: int) -> str:
     if proto in (6, 17):
         return f"sport={sport} dport={dport}"
-    if proto in (1, 58):  # ICMP: the tuple's ports are the echo id and the message type
-        return f"type={dport} id={sport}"
+    if proto in (1, 58):  # ICMP: the tuple's ports are the echo id and the message type; only
+        return f"type={dport} code=0 id={sport}"  # queries are tracked, and their code is 0
     return ""
 
 
