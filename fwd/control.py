@@ -414,7 +414,7 @@ def _socket_path(args: argparse.Namespace) -> str:
     if args.socket:
         return args.socket
     if args.config:
-        path = config.load(args.config).control.socket
+        path = config.control_section(config.read_toml(args.config)).socket
         if not path:
             raise config.ConfigError("control.socket", f"is empty (disabled) in {args.config}")
         return path

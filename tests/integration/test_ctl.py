@@ -235,6 +235,22 @@ def test_socket_from_config(tmp_path):
     assert "control.socket: is empty (disabled)" in done.stderr
 
 
+def test_ctl_with_an_error_elsewhere_in_the_config(fwd):
+    """A mistake in another section (being fixed while fwd runs the old file) does not keep
+    fwd ctl from reaching the daemon; a TOML syntax error says where it is."""
+    cfg = fwd.config.parent / "edited.toml"
+    cfg.write_text(f'[policy]\ndefault = "maybe"\n[control]\nsocket = "{fwd.socket}"\n')
+    done = subprocess.run([sys.executable, "-m", "fwd", "ctl", "--config", str(cfg), "stats",
+                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["health"] == "ok"
+    cfg.write_text('[control]\nsocket = \n')
+    done = subprocess.run([sys.executable, "-m", "fwd", "ctl", "--config", str(cfg), "stats"],
+                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stderr) == (
+        78, f"fwd ctl: config error: (file): {cfg}:2:10: not valid TOML: Invalid value\n")
+
+
 # --- output format, no daemon needed ------------------------------------------------------------
 
 def conn(**kw) -> dict:
