@@ -466,5 +466,6 @@ def main(args: argparse.Namespace) -> int:
             print(f"\ntcpdump: {run.capture_stats}")
             print(f"fwd replay {capture} (the same config, offline):")
             sys.stdout.flush()
-            replay.main(argparse.Namespace(capture=capture, config=cfg_path, json=False))
+            replay.main(argparse.Namespace(capture=capture, config=cfg_path, json=False,
+                                           summary=False, drops_only=False, local=[]))
     return 0 if ok else 1
