@@ -280,3 +280,33 @@ def test_observability_defaults():
     assert cfg.metrics.listen == "127.0.0.1:9477"
     assert cfg.control.socket == "/run/fwd/fwd.sock"
     assert config.parse({"control": {"socket": ""}}).control.socket == ""
+
+
+def test_dashboard_puts_what_an_operator_looks_at_first():
+    """The first row answers "is fwd doing its job": verdicts, every kind of drop, table fill,
+    queue health (length, stalled workers, failed reload); lock internals come last."""
+    import json
+    from pathlib import Path
+
+    dash = json.loads((Path(__file__).parents[1] / "etc" / "grafana-fwd.json").read_text())
+    rows: list[tuple[str, list[str]]] = []
+    for p in dash["panels"]:
+        if p["type"] == "row":
+            rows.append((p["title"], []))
+        else:
+            rows[-1][1].extend(t["expr"] for t in p["targets"])
+    first = " ".join(rows[0][1])
+    for metric in ("fwd_verdicts_total", "fwd_queue_kernel_drops_total", "fwd_conntrack_drop_total",
+                   "fwd_expect_refused_total", "fwd_conntrack_max_entries", "fwd_queue_length",
+                   "fwd_worker_stalled", "fwd_config_last_reload_success"):
+        assert metric in first, metric
+    assert "fwd_lock" not in first
+    assert rows[-1][0].startswith("Locks") and all("fwd_lock" not in e for _, exprs in rows[:-1]
+                                                   for e in exprs)
+    # Panels sit below their row and never overlap.
+    cells = set()
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        new = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not new & cells and g["x"] + g["w"] <= 24, p["title"]
+        cells |= new
