@@ -962,13 +962,7 @@ static PyTypeObject EngineType = {
 	.tp_methods = Engine_methods,
 };
 
-/* NfqWorkers: native NFQUEUE workers, one thread per queue, sharing one Engine. */
-typedef struct {
-	PyObject_HEAD
-	EngineObject *engine; /* strong reference: the engine outlives its workers */
-	Py_ssize_t n;
-	struct fwd_nfq_worker *w;
-} NfqWorkersObject;
+/* NfqWorkers (binding.h). */
 
 static void nfq_close_all(NfqWorkersObject *self)
 {
@@ -1095,23 +1089,6 @@ static PyObject *NfqWorkers_stats(NfqWorkersObject *self, PyObject *Py_UNUSED(ig
 	return list;
 }
 
-/* --- test hook (moves to the test-only binding unit once it exists) ------------------------ */
-static PyObject *NfqWorkers_test_stall(NfqWorkersObject *self, PyObject *args)
-{
-	Py_ssize_t i;
-	int on;
-
-	if (!PyArg_ParseTuple(args, "np", &i, &on))
-		return NULL;
-	if (i < 0 || i >= self->n) {
-		PyErr_SetString(PyExc_IndexError, "no such worker");
-		return NULL;
-	}
-	__atomic_store_n(&self->w[i].test_stall, (uint32_t)on, __ATOMIC_RELAXED);
-	Py_RETURN_NONE;
-}
-/* --- end of test hook ------------------------------------------------------------------------ */
-
 static PyMethodDef NfqWorkers_methods[] = {
 	{ "start", (PyCFunction)NfqWorkers_start, METH_NOARGS, "start the worker threads" },
 	{ "stop", (PyCFunction)NfqWorkers_stop, METH_NOARGS,
@@ -1119,8 +1096,6 @@ static PyMethodDef NfqWorkers_methods[] = {
 	{ "stats", (PyCFunction)NfqWorkers_stats, METH_NOARGS,
 	  "stats() -> [dict]: per queue counters, running, error, busy_seconds (in the current "
 	  "batch; 0 while waiting)" },
-	{ "_test_stall", (PyCFunction)NfqWorkers_test_stall, METH_VARARGS,
-	  "_test_stall(index, on): test hook, hang worker `index` in its next batch while on" },
 	{ NULL },
 };
 
@@ -1211,7 +1186,7 @@ PyMODINIT_FUNC PyInit__core(void)
 	if (PyType_Ready(&EngineType) < 0 || PyType_Ready(&NfqWorkersType) < 0)
 		return NULL;
 #ifdef FWD_TEST_HOOKS
-	if (fwd_test_hooks_add(&EngineType))
+	if (fwd_test_hooks_add(&EngineType, &NfqWorkersType))
 		return NULL;
 #endif
 	m = PyModule_Create(&core_module);
