@@ -2,6 +2,7 @@
 /* fwd._core module and types: Python objects in and out of the engine (see binding.h).
  * One C call per batch; the GIL is released while the engine runs. */
 #include "binding.h"
+#include "fwd_ct_events.h"
 #include "fwd_ct_filter.h"
 #include "fwd_nfq.h"
 
@@ -11,6 +12,9 @@
 
 /* How connections() and by_state() name the state of a connection without TCP states. */
 static const char *const reply_names[2] = { "UNREPLIED", "REPLIED" };
+
+/* Connection events held for `fwd ctl conntrack events` between two takes. */
+#define EVENTS_CAP 16384
 
 PyObject *errno_error(int err)
 {
@@ -119,6 +123,7 @@ static void Engine_dealloc(EngineObject *self)
 		fwd_engine_destroy(self->engine);
 		free(self->engine);
 	}
+	fwd_ct_events_free(self->events);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -280,19 +285,11 @@ static bool room_for_one(void **items, size_t n, size_t *cap, size_t size, bool 
 	return true;
 }
 
-/* One connection copied out under its home lock, turned into a dict after the walk. */
-struct ct_copy {
-	struct fwd_tuple tuple[2];
-	uint64_t expires;
-	uint32_t status, packets[2], use;
-	const char *helper; /* the helper type's (static) name, or NULL */
-	uint8_t proto_state;
-};
-
 /* The walk's output: the matching connections, up to `limit` (0: no limit; the walk stops at
- * the end of the bucket where the limit was reached, so it may pass it by a few). */
+ * the end of the bucket where the limit was reached, so it may pass it by a few), copied out
+ * under their home lock and turned into dicts after the walk. */
 struct ct_copies {
-	struct ct_copy *items;
+	struct fwd_ct_summary *items;
 	size_t n, cap, limit;
 	const struct fwd_ct_filter *filter;
 	bool oom;
@@ -301,21 +298,12 @@ struct ct_copies {
 static bool copy_ct(const struct fwd_ct *ct, void *arg)
 {
 	struct ct_copies *c = arg;
-	const struct fwd_helper *h = ct->ext ? ct->ext->helper : NULL;
 
 	if (!fwd_ct_filter_match(c->filter, ct))
 		return true;
 	if (!room_for_one((void **)&c->items, c->n, &c->cap, sizeof(*c->items), &c->oom))
 		return false;
-	c->items[c->n++] = (struct ct_copy){
-		.tuple = { ct->node[0].tuple, ct->node[1].tuple },
-		.expires = fwd_ct_expires(ct),
-		.status = fwd_ct_status(ct),
-		.packets = { ct->packets[0], ct->packets[1] },
-		.use = __atomic_load_n(&ct->refcnt, __ATOMIC_RELAXED),
-		.helper = h ? h->type->name : NULL,
-		.proto_state = ct->proto_state,
-	};
+	fwd_ct_summarize(ct, &c->items[c->n++]);
 	return !c->limit || c->n < c->limit;
 }
 
@@ -327,7 +315,7 @@ PyObject *addr_str(const struct fwd_tuple *t, const union fwd_addr *a)
 	return PyUnicode_FromString(buf);
 }
 
-static PyObject *conn_dict(const struct ct_copy *c, uint64_t now)
+static PyObject *conn_dict(const struct fwd_ct_summary *c, uint64_t now)
 {
 	const struct fwd_tuple *o = &c->tuple[0], *r = &c->tuple[1];
 	const char *state = o->proto == 6 ? fwd_tcp_state_names[c->proto_state]
@@ -349,7 +337,7 @@ static PyObject *conn_dict(const struct ct_copy *c, uint64_t now)
 }
 
 struct conn_items {
-	const struct ct_copy *items;
+	const struct fwd_ct_summary *items;
 	uint64_t now;
 };
 
@@ -449,6 +437,71 @@ static PyObject *Engine_connections_page(EngineObject *self, PyObject *args, PyO
 	}
 	list = connections(self, now, filter, start, (size_t)limit, &next);
 	return list ? Py_BuildValue("(NI)", list, next) : NULL;
+}
+
+/* events_listen(on): a listener of NEW/DESTROY events comes (True) or goes (False). */
+static PyObject *Engine_events_listen(EngineObject *self, PyObject *arg)
+{
+	int on = PyObject_IsTrue(arg);
+
+	if (check_ready(self) || on < 0)
+		return NULL;
+	if (!self->events) {
+		self->events = fwd_ct_events_new(EVENTS_CAP);
+		if (!self->events)
+			return PyErr_NoMemory();
+		__atomic_store_n(&self->engine->ct.events, self->events, __ATOMIC_RELEASE);
+	}
+	fwd_ct_events_listen(self->events, on ? 1 : -1);
+	Py_RETURN_NONE;
+}
+
+struct event_items {
+	const struct fwd_ct_event *items;
+	uint64_t now;
+};
+
+static PyObject *event_item(size_t i, void *arg)
+{
+	const struct event_items *e = arg;
+	PyObject *d = conn_dict(&e->items[i].ct, e->now), *type;
+
+	type = d ? PyUnicode_FromString(e->items[i].type == FWD_CT_EVENT_NEW ? "NEW" : "DESTROY")
+		 : NULL;
+	if (!type || PyDict_SetItemString(d, "event", type))
+		Py_CLEAR(d);
+	Py_XDECREF(type);
+	return d;
+}
+
+/* events_take(now, max) -> ([dict], lost): the events recorded since the last call, oldest
+ * first, each a connection dict with "event": "NEW" or "DESTROY"; lost: dropped meanwhile. */
+static PyObject *Engine_events_take(EngineObject *self, PyObject *args)
+{
+	struct fwd_ct_event *items;
+	Py_ssize_t max;
+	uint64_t lost = 0;
+	PyObject *list;
+	size_t n = 0;
+	double now;
+
+	if (check_ready(self) || !PyArg_ParseTuple(args, "dn", &now, &max))
+		return NULL;
+	if (max < 1) {
+		PyErr_SetString(PyExc_ValueError, "max must be at least 1");
+		return NULL;
+	}
+	items = malloc((size_t)max * sizeof(*items));
+	if (!items)
+		return PyErr_NoMemory();
+	if (self->events) {
+		Py_BEGIN_ALLOW_THREADS
+		n = fwd_ct_events_take(self->events, items, (size_t)max, &lost);
+		Py_END_ALLOW_THREADS
+	}
+	list = list_of(n, event_item, &(struct event_items){ items, seconds_to_ns(now) });
+	free(items);
+	return list ? Py_BuildValue("(NK)", list, (unsigned long long)lost) : NULL;
 }
 
 static PyObject *lock_stats_dict(const struct fwd_lock_stats *s)
@@ -928,6 +981,11 @@ static PyMethodDef Engine_methods[] = {
 	{ "connections", (PyCFunction)(void (*)(void))Engine_connections,
 	  METH_VARARGS | METH_KEYWORDS,
 	  "connections(now, filter=None) -> [dict]: snapshot of the table (the matching part)" },
+	{ "events_listen", (PyCFunction)Engine_events_listen, METH_O,
+	  "events_listen(on): start (True) or stop (False) listening to NEW/DESTROY events" },
+	{ "events_take", (PyCFunction)Engine_events_take, METH_VARARGS,
+	  "events_take(now, max) -> ([dict], lost): the connection events recorded since the last "
+	  "call (each a connection dict with \"event\"), and how many were dropped" },
 	{ "connections_page", (PyCFunction)(void (*)(void))Engine_connections_page,
 	  METH_VARARGS | METH_KEYWORDS,
 	  "connections_page(now, start, limit, filter=None) -> ([dict], next): about `limit` "

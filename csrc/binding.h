@@ -17,6 +17,7 @@
 typedef struct {
 	PyObject_HEAD
 	struct fwd_engine *engine;
+	struct fwd_ct_events *events; /* NULL until the first events_listen */
 } EngineObject;
 
 /* NfqWorkers: native NFQUEUE workers, one thread per queue, sharing one Engine. */

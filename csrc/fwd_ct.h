@@ -128,6 +128,9 @@ struct fwd_ct_table {
 	 * its expectations). */
 	void (*on_kill)(void *arg, struct fwd_ct *ct);
 	void *on_kill_arg;
+	/* Where NEW and DESTROY events go (fwd_ct_events.h); NULL until someone first listens,
+	 * then fixed for the table's life (atomic). */
+	struct fwd_ct_events *events;
 };
 
 int fwd_ct_table_init(struct fwd_ct_table *t, uint32_t nbuckets, uint32_t nshards,

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /* The sharded conntrack table.  Locking rules are in fwd_ct.h. */
 #include "fwd_ct.h"
+#include "fwd_ct_events.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -166,6 +167,15 @@ bool fwd_ct_kill_tuple(struct fwd_ct_table *t, const struct fwd_tuple *orig)
 	return killed;
 }
 
+/* A NEW or DESTROY event for listeners, if any.  Locking: both shard locks of ct held. */
+static void record(struct fwd_ct_table *t, const struct fwd_ct *ct, enum fwd_ct_event_type type)
+{
+	struct fwd_ct_events *ev = __atomic_load_n(&t->events, __ATOMIC_ACQUIRE);
+
+	if (ev)
+		fwd_ct_events_record(ev, ct, type);
+}
+
 bool fwd_ct_kill(struct fwd_ct_table *t, struct fwd_ct *ct)
 {
 	struct fwd_lock *lo, *hi;
@@ -176,6 +186,7 @@ bool fwd_ct_kill(struct fwd_ct_table *t, struct fwd_ct *ct)
 	unlink_locked(t, ct->bucket[0], &ct->node[0]);
 	unlink_locked(t, ct->bucket[1], &ct->node[1]);
 	home_entries_add(t, ct, -1);
+	record(t, ct, FWD_CT_EVENT_DESTROY);
 	unlock_both(lo, hi);
 	__atomic_fetch_sub(&t->count, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&t->deleted, 1, __ATOMIC_RELAXED);
@@ -328,6 +339,7 @@ int fwd_ct_confirm(struct fwd_ct_table *t, struct fwd_ct *ct)
 		}
 		home_entries_add(t, ct, 1);
 		__atomic_fetch_add(&t->count, 1, __ATOMIC_RELAXED);
+		record(t, ct, FWD_CT_EVENT_NEW);
 	}
 	unlock_both(lo, hi);
 	return err;

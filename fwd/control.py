@@ -4,11 +4,14 @@ The daemon listens on a Unix socket (control.socket, mode 0600: root only) on it
 Protocol: JSON lines; one request object per line, one response line each:
     {"command": "conntrack.list", "filter": {"proto": "tcp", "dport": 80}}
     -> {"ok": true, "result": [...]}  or  {"ok": false, "error": "filter.proto: must be ..."}
-except that a listing comes in pieces of at most CHUNK connections, each line but the last
-marked "more": {"ok": true, "more": true, "result": [...]} ... {"ok": true, "result": [...]}.
+except that a listing comes in pieces of about CHUNK connections, each on a line marked
+"more", then a last line: {"ok": true, "more": true, "result": [...]} ... {"ok": true,
+"result": []}.  conntrack.events streams that way until the client goes: pieces of connection
+events ("event": "NEW" or "DESTROY", as `conntrack -E`; {"event": "LOST", "count": n} when a
+client fell behind).
 Commands: conntrack.list, conntrack.delete (both take "filter"; delete refuses an empty one),
-conntrack.flush, expect.list, expect.flush, stats (fwd.metrics.snapshot), reload (the daemon's
-SIGHUP path).
+conntrack.flush, conntrack.events, expect.list, expect.flush, stats (fwd.metrics.snapshot),
+reload (the daemon's SIGHUP path).
 
 Table walks run in worker threads (the C side releases the GIL), a piece at a time and
 filtered in C, so the packet loop goes on and a listing never holds the table in Python.  Each
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -31,7 +35,7 @@ import stat
 import sys
 import time
 from dataclasses import dataclass
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Protocol
 
 from fwd import _core, config, helper_config
@@ -45,6 +49,9 @@ MAX_CLIENTS = 16       # control connections at once; more are answered with an 
 CLIENT_IDLE = 60.0     # seconds a connection may take to send its next request
 SEND_TIMEOUT = 10.0    # seconds a client may take to read one response line
 LISTINGS = 2           # table walks at once, each in a worker thread
+EVENT_INTERVAL = 0.2   # seconds between takes of the engine's connection events
+EVENT_BACKLOG = 64     # pieces of events a client may fall behind before it loses some
+EVENT_KEEPALIVE = 1.0  # seconds without events before an empty piece (a client gone shows)
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 # States as Engine.connections() names them: TCP's, and UNREPLIED/REPLIED for the others.
 STATES = _core.CONN_STATES
@@ -123,6 +130,9 @@ class ControlServer:
         self._inode: int | None = None
         self.clients = 0
         self.walks = asyncio.Semaphore(LISTINGS)
+        # Event listeners: their queue of pieces -> events lost since their last piece.
+        self.listeners: dict[asyncio.Queue, int] = {}
+        self._pump: asyncio.Task | None = None
 
     async def start(self) -> None:
         sock = _listen(self.path)
@@ -156,15 +166,16 @@ class ControlServer:
                     break
                 if not line:
                     break
-                async for response in self.respond(line):
-                    await send(response)
+                async with contextlib.aclosing(self.respond(line)) as responses:
+                    async for response in responses:
+                        await send(response)
         except (ConnectionError, TimeoutError):
             pass  # gone, idle or not reading: its connection goes
         finally:
             self.clients -= 1
             writer.close()
 
-    async def respond(self, line: bytes) -> AsyncIterator[dict[str, Any]]:
+    async def respond(self, line: bytes) -> AsyncGenerator[dict[str, Any], None]:
         """One request line -> its response objects: one, or the pieces of a listing."""
         try:
             try:
@@ -183,22 +194,55 @@ class ControlServer:
                     raise RequestError(f"{command} takes no argument {json.dumps(key)}"
                                        + (f"; it takes {', '.join(takes)}" if takes else ""))
             result = await handler(self, request)
-            if not isinstance(result, AsyncIterator):
+            if not isinstance(result, AsyncGenerator):
                 yield {"ok": True, "result": result}
                 return
-            held = []  # one piece held back: the last goes without "more"
-            async for piece in result:
-                if held:
-                    yield {"ok": True, "more": True, "result": held}
-                held = piece
-            yield {"ok": True, "result": held}
+            async with contextlib.aclosing(result) as pieces:
+                async for piece in pieces:
+                    yield {"ok": True, "more": True, "result": piece}
+            yield {"ok": True, "result": []}
         except (RequestError, config.ConfigError) as err:
             yield {"ok": False, "error": str(err)}
         except Exception as err:  # a bug: answer and keep serving
             log.exception("control request %r failed", line)
             yield {"ok": False, "error": f"internal error: {err!r}"}
 
-    async def pieces(self, match: Filter) -> AsyncIterator[list[dict[str, Any]]]:
+    async def events(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Pieces of connection events from now on, for as long as the caller takes them."""
+        queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue(EVENT_BACKLOG)
+        if not self.listeners:
+            self.daemon.engine.events_listen(True)
+            self._pump = asyncio.create_task(self._pump_events(), name="conntrack events")
+        self.listeners[queue] = 0
+        try:
+            while True:
+                try:
+                    yield await asyncio.wait_for(queue.get(), EVENT_KEEPALIVE)
+                except TimeoutError:
+                    yield []  # nothing happened: sending that finds out if the client left
+        finally:
+            del self.listeners[queue]
+            if not self.listeners and self._pump:
+                self._pump.cancel()
+                self.daemon.engine.events_listen(False)
+
+    async def _pump_events(self) -> None:
+        """Takes the engine's events every EVENT_INTERVAL and hands them to every listener; one
+        that is EVENT_BACKLOG pieces behind loses them (and is told how many)."""
+        while True:
+            await asyncio.sleep(EVENT_INTERVAL)
+            events, lost = self.daemon.engine.events_take(time.monotonic(), CHUNK)
+            if not events and not lost:
+                continue
+            for queue, behind in self.listeners.items():
+                if queue.full():
+                    self.listeners[queue] = behind + len(events) + lost
+                    continue
+                missed = behind + lost
+                queue.put_nowait(events + ([{"event": "LOST", "count": missed}] if missed else []))
+                self.listeners[queue] = 0
+
+    async def pieces(self, match: Filter) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The matching connections, about CHUNK at a time, walked in C a piece at a time."""
         start = 0
         while True:
@@ -206,7 +250,8 @@ class ControlServer:
                 piece, start = await asyncio.to_thread(
                     self.daemon.engine.connections_page, time.monotonic(), start, CHUNK,
                     match.native())
-            yield piece
+            if piece:
+                yield piece
             if not start:
                 return
 
@@ -257,7 +302,7 @@ def _line(obj: Any) -> bytes:
 
 
 async def _list(server: ControlServer, request: dict[str, Any]
-                ) -> AsyncIterator[list[dict[str, Any]]]:
+                ) -> AsyncGenerator[list[dict[str, Any]], None]:
     return server.pieces(Filter.parse(request.get("filter", {})))
 
 
@@ -276,6 +321,11 @@ async def _delete(server: ControlServer, request: dict[str, Any]) -> dict[str, i
     async for piece in server.pieces(match):
         deleted += await asyncio.to_thread(kill, piece)
     return {"deleted": deleted}
+
+
+async def _events(server: ControlServer, request: dict[str, Any]
+                  ) -> AsyncGenerator[list[dict[str, Any]], None]:
+    return server.events()
 
 
 async def _flush(server: ControlServer, request: dict[str, Any]) -> dict[str, int]:
@@ -307,6 +357,7 @@ COMMANDS = {
     "conntrack.list": (_list, ("filter",)),
     "conntrack.delete": (_delete, ("filter",)),
     "conntrack.flush": (_flush, ()),
+    "conntrack.events": (_events, ()),
     "expect.list": (_expect_list, ()),
     "expect.flush": (_expect_flush, ()),
     "stats": (_stats, ()),
@@ -340,6 +391,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if name == "list":
             _output_arguments(p, "connections", ("json", "extended"))
     ct_sub.add_parser("flush", help="delete every connection")
+    ct_sub.add_parser("events", help="show connections as they come and go, like conntrack -E "
+                      "(until interrupted)")
     expect = sub.add_parser("expect", help="list or flush expectations (helpers' pinholes)")
     exp_sub = expect.add_subparsers(dest="exp_command", required=True, metavar="ACTION")
     exp_list = exp_sub.add_parser("list", help="list expectations, like conntrack -L expect")
@@ -366,10 +419,10 @@ def _number_or_text(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def responses(path: str, request: dict[str, Any], timeout: float = CLIENT_TIMEOUT
+def responses(path: str, request: dict[str, Any], timeout: float | None = CLIENT_TIMEOUT
               ) -> Iterator[dict[str, Any]]:
     """Send one request to the daemon at `path`; yields its response lines as they come (a
-    listing's pieces, the last without "more")."""
+    listing's pieces, the last without "more"); `timeout` (None: none) for each line."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
@@ -404,7 +457,7 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
     if args.ctl_command != "conntrack":
         return {"command": args.ctl_command}
     request: dict[str, Any] = {"command": f"conntrack.{args.ct_command}"}
-    if args.ct_command != "flush":
+    if args.ct_command in ("list", "delete"):
         request["filter"] = {k: v for k in ("proto", "src", "dst", "sport", "dport", "state",
                                             "helper") if (v := getattr(args, k)) is not None}
     return request
@@ -432,6 +485,8 @@ def main(args: argparse.Namespace) -> int:
         output = getattr(args, "output", None)
         if request["command"] == "conntrack.list" and output != "json":
             return _print_listing(path, request, output == "extended")
+        if request["command"] == "conntrack.events":
+            return _print_events(path, request)
         response = call(path, request)
     except (OSError, ValueError) as err:
         return _cannot_talk(path, err)
@@ -460,6 +515,31 @@ def _cannot_talk(path: str, err: OSError | ValueError) -> int:
     reason = err.strerror if isinstance(err, OSError) and err.strerror else err
     print(f"fwd ctl: cannot talk to fwd at {path}: {reason} (is fwd running?)", file=sys.stderr)
     return 1
+
+
+def _print_events(path: str, request: dict[str, Any]) -> int:
+    """`conntrack -E`: one line per event as it comes, until interrupted (exit 0)."""
+    try:
+        for response in responses(path, request, timeout=None):
+            if not response.get("ok"):
+                print(f"fwd ctl: {response.get('error')}", file=sys.stderr)
+                return 1
+            for e in response["result"]:
+                print(format_event(e), flush=True)
+    except KeyboardInterrupt:
+        return 0
+    print("fwd ctl: the daemon ended the event stream", file=sys.stderr)
+    return 1
+
+
+def format_event(e: dict[str, Any]) -> str:
+    """One event the way `conntrack -E` prints it: the event right-aligned in brackets, then
+    the connection (a destroyed one without timeout and state), e.g.
+        [NEW] udp      17 30 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 packets=1 [UNREPLIED] ...
+    [DESTROY] udp      17 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 packets=1 ..."""
+    if e["event"] == "LOST":
+        return f"fwd ctl: {e['count']} events lost (this client fell behind)"
+    return f"{'[' + e['event'] + ']':>9} {format_connection(e, ended=e['event'] == 'DESTROY')}"
 
 
 def _print_listing(path: str, request: dict[str, Any], extended: bool) -> int:
@@ -494,16 +574,19 @@ def format_expectation(x: dict[str, Any]) -> str:
             f"{flags} class={x['class']} helper={x['helper']}")
 
 
-def format_connection(c: dict[str, Any], extended: bool = False) -> str:
+def format_connection(c: dict[str, Any], extended: bool = False, ended: bool = False) -> str:
     """One connection the way `conntrack -L` prints it (with accounting), e.g.
     tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 packets=3
     src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 packets=2 [ASSURED] helper=sip use=1
-    `extended` (`-o extended`) puts the network protocol first: "ipv4     2 tcp      6 ..."."""
+    `extended` (`-o extended`) puts the network protocol first: "ipv4     2 tcp      6 ...";
+    an `ended` connection (a DESTROY event) has no timeout nor state left to show."""
     proto = c["proto"]
-    words = [f"{PROTO_NAMES.get(proto, 'unknown'):8} {proto} {int(c['timeout'])}"]
+    words = [f"{PROTO_NAMES.get(proto, 'unknown'):8} {proto}"]
     if extended:
         words.insert(0, f"ipv{c['family']}     {10 if c['family'] == 6 else 2}")
-    if proto == 6:
+    if not ended:
+        words.append(str(int(c["timeout"])))
+    if proto == 6 and not ended:
         words.append(c["state"])
     words += [f"src={c['src']} dst={c['dst']}", _ports(proto, c["sport"], c["dport"]),
               f"packets={c['packets_orig']}"]

@@ -158,3 +158,52 @@ def test_idle_client_is_dropped(tmp_path, monkeypatch):
             assert time.monotonic() - started < 3
         assert server.clients == 0
         assert control.call(path, {"command": "expect.list"}) == {"ok": True, "result": []}
+
+
+def test_events_stream_new_and_destroy(tmp_path):
+    """conntrack.events as `conntrack -E`: NEW when a connection is linked, DESTROY when it
+    goes; a listener's departure stops the recording."""
+    from fwd import config, engine as fwd_engine
+    from tests.pkt import batch, udp
+
+    eng = _core.Engine(shards=4, buckets=64)
+    fwd_engine.configure(eng, config.Config(policy=config.parse(
+        {"policy": {"default": "accept"}}).policy), resolve_ifindex=lambda name: 0)
+    path = str(tmp_path / "ctl.sock")
+    with serving(eng, path) as server:
+        stream = control.responses(path, {"command": "conntrack.events"}, timeout=10)
+        got: list[dict] = []
+
+        def read() -> None:  # until the four events of the traffic below
+            for response in stream:
+                got.extend(response["result"])
+                if len(got) >= 4:
+                    return
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        deadline = time.monotonic() + 5
+        while not server.listeners and time.monotonic() < deadline:
+            time.sleep(0.05)
+        eng.process(batch(udp("10.0.0.1", "10.0.0.2", 1000, 53),
+                          udp("10.0.0.2", "10.0.0.1", 53, 1000),
+                          udp("10.0.0.1", "10.0.0.3", 1001, 53)), time.monotonic())
+        assert eng.flush() == 2
+        reader.join(10)
+        events = [(e["event"], e["dst"], e["sport"], e["state"]) for e in got]
+        # In order of time; the flush goes through the table in bucket order.
+        assert events[:2] == [("NEW", "10.0.0.2", 1000, "UNREPLIED"),
+                              ("NEW", "10.0.0.3", 1001, "UNREPLIED")]
+        assert sorted(events[2:]) == [("DESTROY", "10.0.0.2", 1000, "REPLIED"),
+                                      ("DESTROY", "10.0.0.3", 1001, "UNREPLIED")]
+        destroyed = next(e for e in got if e["event"] == "DESTROY" and e["sport"] == 1000)
+        assert control.format_event(destroyed) == (
+            "[DESTROY] udp      17 src=10.0.0.1 dst=10.0.0.2 sport=1000 dport=53 packets=1 "
+            "src=10.0.0.2 dst=10.0.0.1 sport=53 dport=1000 packets=1 [ASSURED] use=2")
+        stream.close()  # the client goes: so do the listener and the recording
+        deadline = time.monotonic() + 5
+        while server.listeners and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not server.listeners
+    eng.process(batch(udp("10.0.0.1", "10.0.0.4", 1002, 53)), time.monotonic())
+    assert eng.events_take(time.monotonic(), 10) == ([], 0)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -351,3 +354,31 @@ def test_expectations_list_and_flush(start_fwd, topo):
     done = ctl(fwd, "expect", "flush")
     assert (done.returncode, done.stdout) == (0, "fwd ctl: 2 expectations have been deleted.\n")
     assert json.loads(ctl(fwd, "expect", "list", "--json").stdout) == []
+
+
+def test_events_like_conntrack_E(fwd, topo):
+    """fwd ctl conntrack events prints NEW and DESTROY as they happen; ^C ends it cleanly."""
+    events = subprocess.Popen([sys.executable, "-m", "fwd", "ctl", "--socket", str(fwd.socket),
+                               "conntrack", "events"], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        # Pings until the first shows (the client may take a moment to start listening).
+        deadline = time.monotonic() + 15
+        while not select.select([events.stdout], [], [], 0.5)[0]:
+            assert time.monotonic() < deadline and events.poll() is None, events.stderr.read()
+            topo.run(topo.client, ["ping", "-c", "1", "-W", "2", SERVER4])
+        new = events.stdout.readline()
+        assert re.fullmatch(rf"    \[NEW\] icmp     1 \d+ src={CLIENT4} dst={SERVER4} type=8 "
+                            rf"code=0 id=\d+ packets=1 \[UNREPLIED\] src={SERVER4} "
+                            rf"dst={CLIENT4} type=0 code=0 id=\d+ packets=0 use=\d+\n", new), new
+        assert ctl(fwd, "conntrack", "flush").returncode == 0
+        gone = events.stdout.readline()
+        assert re.fullmatch(rf"\[DESTROY\] icmp     1 src={CLIENT4} dst={SERVER4} type=8 "
+                            r".* packets=1 .*\n", gone), gone
+        events.send_signal(signal.SIGINT)
+        assert events.wait(10) == 0
+        assert "Traceback" not in events.stderr.read()
+    finally:
+        if events.poll() is None:
+            events.kill()
+            events.wait()
