@@ -376,8 +376,8 @@ static int parse_filter(PyObject *obj, struct fwd_ct_filter *f)
 		memcpy(f->dst.b, dst, (size_t)dst_n);
 	if (!state)
 		return 0;
-	f->state = !strcmp(state, "UNREPLIED") ? FWD_CT_FILTER_UNREPLIED
-		   : !strcmp(state, "REPLIED") ? FWD_CT_FILTER_REPLIED : -1;
+	f->state = !strcmp(state, reply_names[0]) ? FWD_CT_FILTER_UNREPLIED
+		   : !strcmp(state, reply_names[1]) ? FWD_CT_FILTER_REPLIED : -1;
 	for (int i = 0; f->state == -1 && i < FWD_TCP_STATES; i++)
 		if (!strcmp(state, fwd_tcp_state_names[i]))
 			f->state = i;
