@@ -231,16 +231,21 @@ class ControlServer:
         that is EVENT_BACKLOG pieces behind loses them (and is told how many)."""
         while True:
             await asyncio.sleep(EVENT_INTERVAL)
-            events, lost = self.daemon.engine.events_take(time.monotonic(), CHUNK)
-            if not events and not lost:
+            for _ in range(EVENT_BACKLOG):  # what came meanwhile, a piece at a time; bounded:
+                events, lost = self.daemon.engine.events_take(time.monotonic(), CHUNK)
+                if events or lost:  # the loop has other clients to serve
+                    self._hand_out(events, lost)
+                if len(events) < CHUNK:
+                    break
+
+    def _hand_out(self, events: list[dict[str, Any]], lost: int) -> None:
+        for queue, behind in self.listeners.items():
+            if queue.full():
+                self.listeners[queue] = behind + len(events) + lost
                 continue
-            for queue, behind in self.listeners.items():
-                if queue.full():
-                    self.listeners[queue] = behind + len(events) + lost
-                    continue
-                missed = behind + lost
-                queue.put_nowait(events + ([{"event": "LOST", "count": missed}] if missed else []))
-                self.listeners[queue] = 0
+            missed = behind + lost
+            queue.put_nowait(events + ([{"event": "LOST", "count": missed}] if missed else []))
+            self.listeners[queue] = 0
 
     async def pieces(self, match: Filter) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The matching connections, about CHUNK at a time, walked in C a piece at a time."""
