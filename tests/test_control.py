@@ -207,3 +207,30 @@ def test_events_stream_new_and_destroy(tmp_path):
         assert not server.listeners
     eng.process(batch(udp("10.0.0.1", "10.0.0.4", 1002, 53)), time.monotonic())
     assert eng.events_take(time.monotonic(), 10) == ([], 0)
+
+
+def test_events_lost_are_counted(tmp_path):
+    """A burst beyond the ring: every NEW event is either delivered or counted as lost."""
+    eng = _core.Engine(shards=64, buckets=1 << 15, max_entries=1 << 16)
+    path = str(tmp_path / "ctl.sock")
+    with serving(eng, path) as server:
+        stream = control.responses(path, {"command": "conntrack.events"}, timeout=10)
+        seen = {"NEW": 0, "LOST": 0}
+
+        def read() -> None:
+            for response in stream:
+                for e in response["result"]:
+                    seen[e["event"]] += e.get("count", 1)
+                if seen["NEW"] + seen["LOST"] >= 40000:
+                    return
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        deadline = time.monotonic() + 5
+        while not server.listeners and time.monotonic() < deadline:
+            time.sleep(0.05)
+        eng.stress(threads=2, conns=20000, keep=True)  # 40000 connections in a burst
+        reader.join(30)
+        stream.close()
+    assert seen["NEW"] + seen["LOST"] == 40000
+    assert seen["LOST"] > 0  # more than the ring holds came at once
