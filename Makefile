@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := gcc make python3-dev python3-venv iptables iproute2 iputils-ping \
 	libnetfilter-queue-dev libnfnetlink-dev libmnl-dev conntrack tcpdump \
-	clang libclang-rt-14-dev prometheus systemd sip-tester
+	clang libclang-rt-14-dev prometheus systemd sip-tester tshark
 ASAN_TREE := build/asan
 # The in-place builds are test builds: they carry the Engine test hooks (setup.py).
 TEST_HOOKS := FWD_TEST_HOOKS=1

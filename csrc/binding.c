@@ -2,6 +2,8 @@
 /* fwd._core module and types: Python objects in and out of the engine (see binding.h).
  * One C call per batch; the GIL is released while the engine runs. */
 #include "binding.h"
+#include "fwd_ct_events.h"
+#include "fwd_ct_filter.h"
 #include "fwd_nfq.h"
 
 #include <arpa/inet.h>
@@ -10,6 +12,9 @@
 
 /* How connections() and by_state() name the state of a connection without TCP states. */
 static const char *const reply_names[2] = { "UNREPLIED", "REPLIED" };
+
+/* Connection events held for `fwd ctl conntrack events` between two takes. */
+#define EVENTS_CAP 16384
 
 PyObject *errno_error(int err)
 {
@@ -119,6 +124,7 @@ static void Engine_dealloc(EngineObject *self)
 		fwd_engine_destroy(self->engine);
 		free(self->engine);
 	}
+	fwd_ct_events_free(self->events);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -283,33 +289,26 @@ static bool room_for_one(void **items, size_t n, size_t *cap, size_t size, bool 
 	return true;
 }
 
-/* One connection copied out under its home lock, turned into a dict after the walk. */
-struct ct_copy {
-	struct fwd_tuple tuple[2];
-	uint64_t expires;
-	uint32_t status, packets[2];
-	uint8_t proto_state;
-};
-
+/* The walk's output: the matching connections, up to `limit` (0: no limit; the walk stops at
+ * the end of the bucket where the limit was reached, so it may pass it by a few), copied out
+ * under their home lock and turned into dicts after the walk. */
 struct ct_copies {
-	struct ct_copy *items;
-	size_t n, cap;
+	struct fwd_ct_summary *items;
+	size_t n, cap, limit;
+	const struct fwd_ct_filter *filter;
 	bool oom;
 };
 
-static void copy_ct(const struct fwd_ct *ct, void *arg)
+static bool copy_ct(const struct fwd_ct *ct, void *arg)
 {
 	struct ct_copies *c = arg;
 
+	if (!fwd_ct_filter_match(c->filter, ct))
+		return true;
 	if (!room_for_one((void **)&c->items, c->n, &c->cap, sizeof(*c->items), &c->oom))
-		return;
-	c->items[c->n++] = (struct ct_copy){
-		.tuple = { ct->node[0].tuple, ct->node[1].tuple },
-		.expires = fwd_ct_expires(ct),
-		.status = fwd_ct_status(ct),
-		.packets = { ct->packets[0], ct->packets[1] },
-		.proto_state = ct->proto_state,
-	};
+		return false;
+	fwd_ct_summarize(ct, &c->items[c->n++]);
+	return !c->limit || c->n < c->limit;
 }
 
 PyObject *addr_str(const struct fwd_tuple *t, const union fwd_addr *a)
@@ -320,26 +319,29 @@ PyObject *addr_str(const struct fwd_tuple *t, const union fwd_addr *a)
 	return PyUnicode_FromString(buf);
 }
 
-static PyObject *conn_dict(const struct ct_copy *c, uint64_t now)
+static PyObject *conn_dict(const struct fwd_ct_summary *c, uint64_t now)
 {
 	const struct fwd_tuple *o = &c->tuple[0], *r = &c->tuple[1];
 	const char *state = o->proto == 6 ? fwd_tcp_state_names[c->proto_state]
 			    : reply_names[!!(c->status & FWD_CT_SEEN_REPLY)];
 	double left = c->expires > now ? (double)(c->expires - now) / 1e9 : 0.0;
 
-	return Py_BuildValue("{s:i,s:i,s:N,s:N,s:i,s:i,s:N,s:N,s:i,s:i,s:s,s:O,s:O,s:d,s:k,s:k}",
+	return Py_BuildValue("{s:i,s:i,s:N,s:N,s:i,s:i,s:N,s:N,s:i,s:i,s:s,s:O,s:O,s:O,s:d,s:k,"
+			     "s:k,s:I,s:z}",
 			     "proto", o->proto, "family", o->family, "src", addr_str(o, &o->src),
 			     "dst", addr_str(o, &o->dst), "sport", o->sport, "dport", o->dport,
 			     "reply_src", addr_str(r, &r->src), "reply_dst", addr_str(r, &r->dst),
 			     "reply_sport", r->sport, "reply_dport", r->dport, "state", state,
 			     "assured", c->status & FWD_CT_ASSURED ? Py_True : Py_False,
 			     "seen_reply", c->status & FWD_CT_SEEN_REPLY ? Py_True : Py_False,
+			     "expected", c->status & FWD_CT_EXPECTED ? Py_True : Py_False,
 			     "timeout", left, "packets_orig", (unsigned long)c->packets[0],
-			     "packets_reply", (unsigned long)c->packets[1]);
+			     "packets_reply", (unsigned long)c->packets[1], "use", c->use,
+			     "helper", c->helper);
 }
 
 struct conn_items {
-	const struct ct_copy *items;
+	const struct fwd_ct_summary *items;
 	uint64_t now;
 };
 
@@ -350,21 +352,160 @@ static PyObject *conn_item(size_t i, void *arg)
 	return conn_dict(&c->items[i], c->now);
 }
 
-static PyObject *Engine_connections(EngineObject *self, PyObject *args)
+/* Parses a filter as fwd.control.Filter.native() makes it: (proto, family, src, src_len, dst,
+ * dst_len, sport_lo, sport_hi, dport_lo, dport_hi, state, helper), None: any.  Returns 0, or -1
+ * with the error set; f->helper points into `obj`, which must outlive f. */
+static int parse_filter(PyObject *obj, struct fwd_ct_filter *f)
 {
-	struct ct_copies c = { 0 };
-	double now;
+	const char *src, *dst, *state;
+	Py_ssize_t src_n, dst_n;
+	unsigned char family;
+
+	fwd_ct_filter_init(f);
+	if (obj == Py_None)
+		return 0;
+	if (!PyArg_ParseTuple(obj, "ibz#iz#iHHHHzz;filter", &f->proto, &family, &src, &src_n,
+			      &f->src_len, &dst, &dst_n, &f->dst_len, &f->sport[0], &f->sport[1],
+			      &f->dport[0], &f->dport[1], &state, &f->helper))
+		return -1;
+	f->family = family;
+	if ((src && src_n != (family == 4 ? 4 : 16)) || (dst && dst_n != (family == 4 ? 4 : 16)) ||
+	    f->src_len > (src ? 8 * src_n : -1) || f->dst_len > (dst ? 8 * dst_n : -1)) {
+		PyErr_SetString(PyExc_ValueError, "filter: address does not fit family or prefix");
+		return -1;
+	}
+	if (src)
+		memcpy(f->src.b, src, (size_t)src_n);
+	if (dst)
+		memcpy(f->dst.b, dst, (size_t)dst_n);
+	if (!state)
+		return 0;
+	f->state = !strcmp(state, reply_names[0]) ? FWD_CT_FILTER_UNREPLIED
+		   : !strcmp(state, reply_names[1]) ? FWD_CT_FILTER_REPLIED : -1;
+	for (int i = 0; f->state == -1 && i < FWD_TCP_STATES; i++)
+		if (!strcmp(state, fwd_tcp_state_names[i]))
+			f->state = i;
+	if (f->state == -1) {
+		PyErr_Format(PyExc_ValueError, "filter: unknown state %s", state);
+		return -1;
+	}
+	return 0;
+}
+
+/* The connections matching `filter_obj` (see parse_filter) from bucket `start` on, up to
+ * about `limit` (0: all) as a list of dicts; *next: the bucket to go on from, 0 at the end. */
+static PyObject *connections(EngineObject *self, double now, PyObject *filter_obj,
+			     uint32_t start, size_t limit, uint32_t *next)
+{
+	struct fwd_ct_filter filter;
+	struct ct_copies c = { .filter = &filter, .limit = limit };
 	PyObject *list;
 
-	if (check_ready(self) || !PyArg_ParseTuple(args, "d", &now))
+	if (check_ready(self) || parse_filter(filter_obj, &filter))
 		return NULL;
 	Py_BEGIN_ALLOW_THREADS
-	fwd_ct_for_each(&self->engine->ct, copy_ct, &c);
+	*next = fwd_ct_walk(&self->engine->ct, start, copy_ct, &c);
 	Py_END_ALLOW_THREADS
 	list = c.oom ? PyErr_NoMemory()
 		     : list_of(c.n, conn_item, &(struct conn_items){ c.items, seconds_to_ns(now) });
 	free(c.items);
 	return list;
+}
+
+static PyObject *Engine_connections(EngineObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "now", "filter", NULL };
+	PyObject *filter = Py_None;
+	uint32_t next;
+	double now;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "d|O", kwlist, &now, &filter))
+		return NULL;
+	return connections(self, now, filter, 0, 0, &next);
+}
+
+static PyObject *Engine_connections_page(EngineObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "now", "start", "limit", "filter", NULL };
+	PyObject *filter = Py_None, *list;
+	unsigned int start;
+	Py_ssize_t limit;
+	uint32_t next;
+	double now;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "dIn|O", kwlist, &now, &start, &limit, &filter))
+		return NULL;
+	if (limit < 1) {
+		PyErr_SetString(PyExc_ValueError, "limit must be at least 1");
+		return NULL;
+	}
+	list = connections(self, now, filter, start, (size_t)limit, &next);
+	return list ? Py_BuildValue("(NI)", list, next) : NULL;
+}
+
+/* events_listen(on): a listener of NEW/DESTROY events comes (True) or goes (False). */
+static PyObject *Engine_events_listen(EngineObject *self, PyObject *arg)
+{
+	int on = PyObject_IsTrue(arg);
+
+	if (check_ready(self) || on < 0)
+		return NULL;
+	if (!self->events) {
+		self->events = fwd_ct_events_new(EVENTS_CAP);
+		if (!self->events)
+			return PyErr_NoMemory();
+		__atomic_store_n(&self->engine->ct.events, self->events, __ATOMIC_RELEASE);
+	}
+	fwd_ct_events_listen(self->events, on ? 1 : -1);
+	Py_RETURN_NONE;
+}
+
+struct event_items {
+	const struct fwd_ct_event *items;
+	uint64_t now;
+};
+
+static PyObject *event_item(size_t i, void *arg)
+{
+	const struct event_items *e = arg;
+	PyObject *d = conn_dict(&e->items[i].ct, e->now), *type;
+
+	type = d ? PyUnicode_FromString(e->items[i].type == FWD_CT_EVENT_NEW ? "NEW" : "DESTROY")
+		 : NULL;
+	if (!type || PyDict_SetItemString(d, "event", type))
+		Py_CLEAR(d);
+	Py_XDECREF(type);
+	return d;
+}
+
+/* events_take(now, max) -> ([dict], lost): the events recorded since the last call, oldest
+ * first, each a connection dict with "event": "NEW" or "DESTROY"; lost: dropped meanwhile. */
+static PyObject *Engine_events_take(EngineObject *self, PyObject *args)
+{
+	struct fwd_ct_event *items;
+	Py_ssize_t max;
+	uint64_t lost = 0;
+	PyObject *list;
+	size_t n = 0;
+	double now;
+
+	if (check_ready(self) || !PyArg_ParseTuple(args, "dn", &now, &max))
+		return NULL;
+	if (max < 1) {
+		PyErr_SetString(PyExc_ValueError, "max must be at least 1");
+		return NULL;
+	}
+	items = malloc((size_t)max * sizeof(*items));
+	if (!items)
+		return PyErr_NoMemory();
+	if (self->events) {
+		Py_BEGIN_ALLOW_THREADS
+		n = fwd_ct_events_take(self->events, items, (size_t)max, &lost);
+		Py_END_ALLOW_THREADS
+	}
+	list = list_of(n, event_item, &(struct event_items){ items, seconds_to_ns(now) });
+	free(items);
+	return list ? Py_BuildValue("(NK)", list, (unsigned long long)lost) : NULL;
 }
 
 static PyObject *lock_stats_dict(const struct fwd_lock_stats *s)
@@ -841,8 +982,18 @@ static PyMethodDef Engine_methods[] = {
 	{ "gc", (PyCFunction)(void (*)(void))Engine_gc, METH_VARARGS | METH_KEYWORDS,
 	  "gc(now, budget=4096) -> entries removed" },
 	{ "flush", (PyCFunction)Engine_flush, METH_NOARGS, "flush() -> entries removed" },
-	{ "connections", (PyCFunction)Engine_connections, METH_VARARGS,
-	  "connections(now) -> [dict]: snapshot of the table" },
+	{ "connections", (PyCFunction)(void (*)(void))Engine_connections,
+	  METH_VARARGS | METH_KEYWORDS,
+	  "connections(now, filter=None) -> [dict]: snapshot of the table (the matching part)" },
+	{ "events_listen", (PyCFunction)Engine_events_listen, METH_O,
+	  "events_listen(on): start (True) or stop (False) listening to NEW/DESTROY events" },
+	{ "events_take", (PyCFunction)Engine_events_take, METH_VARARGS,
+	  "events_take(now, max) -> ([dict], lost): the connection events recorded since the last "
+	  "call (each a connection dict with \"event\"), and how many were dropped" },
+	{ "connections_page", (PyCFunction)(void (*)(void))Engine_connections_page,
+	  METH_VARARGS | METH_KEYWORDS,
+	  "connections_page(now, start, limit, filter=None) -> ([dict], next): about `limit` "
+	  "matching connections from bucket `start` on; next: where to go on, 0 at the end" },
 	{ "stats", (PyCFunction)Engine_stats, METH_NOARGS, "stats() -> dict: one snapshot" },
 	{ "expectations", (PyCFunction)Engine_expectations, METH_VARARGS,
 	  "expectations(now) -> [dict]: the live expectations" },
@@ -873,13 +1024,7 @@ static PyTypeObject EngineType = {
 	.tp_methods = Engine_methods,
 };
 
-/* NfqWorkers: native NFQUEUE workers, one thread per queue, sharing one Engine. */
-typedef struct {
-	PyObject_HEAD
-	EngineObject *engine; /* strong reference: the engine outlives its workers */
-	Py_ssize_t n;
-	struct fwd_nfq_worker *w;
-} NfqWorkersObject;
+/* NfqWorkers (binding.h). */
 
 static void nfq_close_all(NfqWorkersObject *self)
 {
@@ -984,9 +1129,11 @@ static PyObject *NfqWorkers_stats(NfqWorkersObject *self, PyObject *Py_UNUSED(ig
 
 	for (Py_ssize_t i = 0; list && i < self->n; i++) {
 		const struct fwd_nfq_worker *w = &self->w[i];
-		PyObject *d = Py_BuildValue("{s:i,s:O,s:i}", "queue", w->queue, "running",
+		uint64_t since = __atomic_load_n(&w->busy_since_ns, __ATOMIC_RELAXED), now = fwd_now_ns();
+		PyObject *d = Py_BuildValue("{s:i,s:O,s:i,s:d}", "queue", w->queue, "running",
 					    __atomic_load_n(&w->running, __ATOMIC_ACQUIRE) ? Py_True : Py_False,
-					    "error", __atomic_load_n(&w->error, __ATOMIC_ACQUIRE));
+					    "error", __atomic_load_n(&w->error, __ATOMIC_ACQUIRE),
+					    "busy_seconds", since && now > since ? (double)(now - since) / 1e9 : 0.0);
 
 		if (!d) {
 			Py_CLEAR(list);
@@ -1009,7 +1156,8 @@ static PyMethodDef NfqWorkers_methods[] = {
 	{ "stop", (PyCFunction)NfqWorkers_stop, METH_NOARGS,
 	  "stop the threads and unbind the queues (idempotent)" },
 	{ "stats", (PyCFunction)NfqWorkers_stats, METH_NOARGS,
-	  "stats() -> [dict]: per queue counters, running, error" },
+	  "stats() -> [dict]: per queue counters, running, error, busy_seconds (in the current "
+	  "batch; 0 while waiting)" },
 	{ NULL },
 };
 
@@ -1100,7 +1248,7 @@ PyMODINIT_FUNC PyInit__core(void)
 	if (PyType_Ready(&EngineType) < 0 || PyType_Ready(&NfqWorkersType) < 0)
 		return NULL;
 #ifdef FWD_TEST_HOOKS
-	if (fwd_test_hooks_add(&EngineType))
+	if (fwd_test_hooks_add(&EngineType, &NfqWorkersType))
 		return NULL;
 #endif
 	m = PyModule_Create(&core_module);

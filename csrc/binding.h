@@ -2,7 +2,8 @@
 /* fwd._core, the Python binding, in three units by job; only they include Python.h.
  *   binding.c         module and types: marshalling between Python objects and the engine
  *   binding_policy.c  the policy compiler's C side: Engine.set_policy
- *   binding_test.c    test hooks (stress exercisers, placement), built only with FWD_TEST_HOOKS
+ *   binding_test.c    test hooks (stress exercisers, placement, worker stall), built only with
+ *                     FWD_TEST_HOOKS
  * C return codes become Python exceptions here and nowhere else. */
 #ifndef FWD_BINDING_H
 #define FWD_BINDING_H
@@ -11,11 +12,21 @@
 #include <Python.h>
 
 #include "fwd_engine.h"
+#include "fwd_nfq.h"
 
 typedef struct {
 	PyObject_HEAD
 	struct fwd_engine *engine;
+	struct fwd_ct_events *events; /* NULL until the first events_listen */
 } EngineObject;
+
+/* NfqWorkers: native NFQUEUE workers, one thread per queue, sharing one Engine. */
+typedef struct {
+	PyObject_HEAD
+	EngineObject *engine; /* strong reference: the engine outlives its workers */
+	Py_ssize_t n;
+	struct fwd_nfq_worker *w;
+} NfqWorkersObject;
 
 /* Sets the Python exception for a negative errno; returns NULL. */
 PyObject *errno_error(int err);
@@ -37,8 +48,9 @@ PyObject *fwd_policy_helper_fields(void);
 PyObject *mod_helper_types(PyObject *m, PyObject *ignored);
 
 #ifdef FWD_TEST_HOOKS
-/* binding_test.c: adds the test-only methods to the Engine type (after PyType_Ready). */
-int fwd_test_hooks_add(PyTypeObject *engine_type);
+/* binding_test.c: adds the test-only methods to the Engine and NfqWorkers types (after
+ * PyType_Ready). */
+int fwd_test_hooks_add(PyTypeObject *engine_type, PyTypeObject *nfq_type);
 #endif
 
 #endif

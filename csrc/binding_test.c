@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-/* Test hooks of fwd._core: multi-threaded exercisers and table placement.  Built only when
- * setup.py runs with FWD_TEST_HOOKS=1 (the Makefile's test builds), never into a wheel. */
+/* Test hooks of fwd._core: multi-threaded exercisers, table placement, a stalled worker.
+ * Built only when setup.py runs with FWD_TEST_HOOKS=1 (the Makefile's test builds), never
+ * into a wheel. */
 #include "binding.h"
 #include "fwd_stress.h"
 
@@ -85,6 +86,23 @@ static PyObject *Engine_placement(EngineObject *self, PyObject *data)
 			     "reply_shard", (unsigned long)(b1 & e->ct.shard_mask));
 }
 
+/* _test_stall(index, on): hangs worker `index` in its next batch while on, with the batch's
+ * packets waiting in the kernel queue: a stalled worker for the watchdog's test. */
+static PyObject *NfqWorkers_test_stall(NfqWorkersObject *self, PyObject *args)
+{
+	Py_ssize_t i;
+	int on;
+
+	if (!PyArg_ParseTuple(args, "np", &i, &on))
+		return NULL;
+	if (i < 0 || i >= self->n) {
+		PyErr_SetString(PyExc_IndexError, "no such worker");
+		return NULL;
+	}
+	__atomic_store_n(&self->w[i].test_stall, (uint32_t)on, __ATOMIC_RELAXED);
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef test_methods[] = {
 	{ "stress", (PyCFunction)(void (*)(void))Engine_stress, METH_VARARGS | METH_KEYWORDS,
 	  "stress(threads, conns, rounds=1, keep=False) -> dict: multi-threaded table exerciser; "
@@ -97,16 +115,28 @@ static PyMethodDef test_methods[] = {
 	{ NULL },
 };
 
-int fwd_test_hooks_add(PyTypeObject *engine_type)
+static PyMethodDef nfq_test_methods[] = {
+	{ "_test_stall", (PyCFunction)NfqWorkers_test_stall, METH_VARARGS,
+	  "_test_stall(index, on): hang worker `index` in its next batch while on" },
+	{ NULL },
+};
+
+static int add_methods(PyTypeObject *type, PyMethodDef *methods)
 {
-	for (PyMethodDef *m = test_methods; m->ml_name; m++) {
-		PyObject *descr = PyDescr_NewMethod(engine_type, m);
-		int err = descr ? PyDict_SetItemString(engine_type->tp_dict, m->ml_name, descr) : -1;
+	for (PyMethodDef *m = methods; m->ml_name; m++) {
+		PyObject *descr = PyDescr_NewMethod(type, m);
+		int err = descr ? PyDict_SetItemString(type->tp_dict, m->ml_name, descr) : -1;
 
 		Py_XDECREF(descr);
 		if (err)
 			return -1;
 	}
-	PyType_Modified(engine_type);
+	PyType_Modified(type);
 	return 0;
+}
+
+int fwd_test_hooks_add(PyTypeObject *engine_type, PyTypeObject *nfq_type)
+{
+	return add_methods(engine_type, test_methods) || add_methods(nfq_type, nfq_test_methods)
+		       ? -1 : 0;
 }

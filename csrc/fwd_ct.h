@@ -129,6 +129,9 @@ struct fwd_ct_table {
 	 * its expectations). */
 	void (*on_kill)(void *arg, struct fwd_ct *ct);
 	void *on_kill_arg;
+	/* Where NEW and DESTROY events go (fwd_ct_events.h); NULL until someone first listens,
+	 * then fixed for the table's life (atomic). */
+	struct fwd_ct_events *events;
 };
 
 int fwd_ct_table_init(struct fwd_ct_table *t, uint32_t nbuckets, uint32_t nshards,
@@ -211,6 +214,12 @@ unsigned fwd_ct_flush(struct fwd_ct_table *t);
  * Locking: one shard lock at a time. */
 void fwd_ct_for_each(struct fwd_ct_table *t, void (*fn)(const struct fwd_ct *ct, void *arg),
 		     void *arg);
+/* Like fwd_ct_for_each from bucket `from` on, stopping after the bucket in which fn returned
+ * false (a bucket is never split, so a walk in pieces sees each connection once, as far as they
+ * stay put meanwhile).  Returns the bucket to go on from, or 0 at the end of the table.
+ * Locking: one shard lock at a time. */
+uint32_t fwd_ct_walk(struct fwd_ct_table *t, uint32_t from,
+		     bool (*fn)(const struct fwd_ct *ct, void *arg), void *arg);
 
 /* Number of connections, and the largest number homed in one shard.  Locking: none (relaxed). */
 uint32_t fwd_ct_max_shard_entries(const struct fwd_ct_table *t);

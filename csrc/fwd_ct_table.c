@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /* The sharded conntrack table.  Locking rules are in fwd_ct.h. */
 #include "fwd_ct.h"
+#include "fwd_ct_events.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -166,6 +167,15 @@ bool fwd_ct_kill_tuple(struct fwd_ct_table *t, const struct fwd_tuple *orig)
 	return killed;
 }
 
+/* A NEW or DESTROY event for listeners, if any.  Locking: both shard locks of ct held. */
+static void record(struct fwd_ct_table *t, const struct fwd_ct *ct, enum fwd_ct_event_type type)
+{
+	struct fwd_ct_events *ev = __atomic_load_n(&t->events, __ATOMIC_ACQUIRE);
+
+	if (ev)
+		fwd_ct_events_record(ev, ct, type);
+}
+
 bool fwd_ct_kill(struct fwd_ct_table *t, struct fwd_ct *ct)
 {
 	struct fwd_lock *lo, *hi;
@@ -176,6 +186,7 @@ bool fwd_ct_kill(struct fwd_ct_table *t, struct fwd_ct *ct)
 	unlink_locked(t, ct->bucket[0], &ct->node[0]);
 	unlink_locked(t, ct->bucket[1], &ct->node[1]);
 	home_entries_add(t, ct, -1);
+	record(t, ct, FWD_CT_EVENT_DESTROY);
 	unlock_both(lo, hi);
 	__atomic_fetch_sub(&t->count, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&t->deleted, 1, __ATOMIC_RELAXED);
@@ -328,6 +339,7 @@ int fwd_ct_confirm(struct fwd_ct_table *t, struct fwd_ct *ct)
 		}
 		home_entries_add(t, ct, 1);
 		__atomic_fetch_add(&t->count, 1, __ATOMIC_RELAXED);
+		record(t, ct, FWD_CT_EVENT_NEW);
 	}
 	unlock_both(lo, hi);
 	return err;
@@ -397,18 +409,41 @@ unsigned fwd_ct_flush(struct fwd_ct_table *t)
 	return removed;
 }
 
-void fwd_ct_for_each(struct fwd_ct_table *t, void (*fn)(const struct fwd_ct *ct, void *arg),
-		     void *arg)
+uint32_t fwd_ct_walk(struct fwd_ct_table *t, uint32_t from,
+		     bool (*fn)(const struct fwd_ct *ct, void *arg), void *arg)
 {
-	for (uint32_t b = 0; b <= t->bucket_mask; b++) {
+	for (uint32_t b = from; b <= t->bucket_mask; b++) {
 		struct fwd_lock *l = fwd_ct_shard(t, b);
+		bool more = true;
 
 		if (!head(t, b))
 			continue;
 		fwd_lock(l);
 		for (struct fwd_ct_node *n = t->buckets[b]; n; n = n->next)
 			if (n->dir == FWD_DIR_ORIG && !(fwd_ct_status(node_ct(n)) & FWD_CT_DYING))
-				fn(node_ct(n), arg);
+				more &= fn(node_ct(n), arg);
 		fwd_unlock(l);
+		if (!more && b < t->bucket_mask)
+			return b + 1;
 	}
+	return 0;
+}
+
+struct for_each_arg {
+	void (*fn)(const struct fwd_ct *ct, void *arg);
+	void *arg;
+};
+
+static bool for_each_one(const struct fwd_ct *ct, void *arg)
+{
+	const struct for_each_arg *a = arg;
+
+	a->fn(ct, a->arg);
+	return true;
+}
+
+void fwd_ct_for_each(struct fwd_ct_table *t, void (*fn)(const struct fwd_ct *ct, void *arg),
+		     void *arg)
+{
+	fwd_ct_walk(t, 0, for_each_one, &(struct for_each_arg){ fn, arg });
 }

@@ -283,11 +283,15 @@ static void handle(struct fwd_nfq_worker *w, struct io *io, unsigned count)
 		return;
 	struct trace_arg targ = { .w = w, .io = io, .n = n };
 
+	__atomic_store_n(&w->busy_since_ns, fwd_now_ns(), __ATOMIC_RELAXED);
+	while (__atomic_load_n(&w->test_stall, __ATOMIC_RELAXED))
+		usleep(10000); /* the stall test hook: a worker stuck with its batch undecided */
 	fwd_engine_process(w->engine, w->slot, io->in, n, fwd_now_ns(), io->out,
 			   w->cfg.trace_fd >= 0 ? trace : NULL, &targ);
 	send_verdicts(w, io, n);
 	COUNT(w, packets, n);
 	COUNT(w, batches, 1);
+	__atomic_store_n(&w->busy_since_ns, 0, __ATOMIC_RELAXED);
 }
 
 static void *worker_main(void *arg)

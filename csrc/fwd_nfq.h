@@ -44,6 +44,12 @@ struct fwd_nfq_worker {
 	bool started;
 	int error;         /* atomic: errno that stopped the thread, 0 while healthy */
 	uint32_t running;  /* atomic */
+	/* Heartbeat (atomic): fwd_now_ns() when the batch being decided was received, 0 while
+	 * waiting for packets.  A worker long busy in one batch is stuck (a loop, a lock) while
+	 * its queue holds packets: the daemon's watchdog reads this (with st.batches, the progress
+	 * counter) and stops feeding systemd. */
+	uint64_t busy_since_ns;
+	uint32_t test_stall; /* atomic, test hook: while set, the worker hangs in its next batch */
 	struct fwd_nfq_stats st; /* written by the thread only */
 };
 

@@ -174,14 +174,29 @@ class Config:
 def load(path: str | os.PathLike) -> Config:
     """Read and check a TOML config file."""
     path = os.fspath(path)
+    return parse(read_toml(path), path)
+
+
+def read_toml(path: str, key: str = "(file)") -> dict[str, Any]:
+    """The decoded TOML file; errors name `key`, a syntax error as FILE:LINE:COLUMN: what."""
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as e:
-        raise ConfigError("(file)", f"cannot read {path}: {e.strerror or e}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError("(file)", f"{path} is not valid TOML: {e}") from None
-    return parse(data, path)
+        raise ConfigError(key, f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(key, f"{path} is not valid TOML: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        # tomllib says where only inside its message: "... (at line 3, column 7)".
+        m = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", str(e), re.S)
+        where = f"{path}:{m[2]}:{m[3]}" if m else path
+        raise ConfigError(key, f"{where}: not valid TOML: {m[1] if m else e}") from None
+
+
+def control_section(data: dict[str, Any]) -> ControlConfig:
+    """Only the [control] section of a decoded file: what `fwd ctl --config` needs, so that an
+    error elsewhere in the file does not keep it from reaching the daemon."""
+    return _control(data.get("control", {}), "control")
 
 
 def parse(data: dict[str, Any], source: str | None = None) -> Config:

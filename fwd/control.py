@@ -4,9 +4,19 @@ The daemon listens on a Unix socket (control.socket, mode 0600: root only) on it
 Protocol: JSON lines; one request object per line, one response line each:
     {"command": "conntrack.list", "filter": {"proto": "tcp", "dport": 80}}
     -> {"ok": true, "result": [...]}  or  {"ok": false, "error": "filter.proto: must be ..."}
+except that a listing comes in pieces of about CHUNK connections, each on a line marked
+"more", then a last line: {"ok": true, "more": true, "result": [...]} ... {"ok": true,
+"result": []}.  conntrack.events streams that way until the client goes: pieces of connection
+events ("event": "NEW" or "DESTROY", as `conntrack -E`; {"event": "LOST", "count": n} when a
+client fell behind).
 Commands: conntrack.list, conntrack.delete (both take "filter"; delete refuses an empty one),
-conntrack.flush, stats (fwd.metrics.snapshot), reload (the daemon's SIGHUP path).
-Table walks run in a worker thread (the C side releases the GIL), so the packet loop goes on.
+conntrack.flush, conntrack.events, expect.list, expect.flush, stats (fwd.metrics.snapshot),
+reload (the daemon's SIGHUP path).
+
+Table walks run in worker threads (the C side releases the GIL), a piece at a time and
+filtered in C, so the packet loop goes on and a listing never holds the table in Python.  Each
+client is bounded: MAX_CLIENTS at once, CLIENT_IDLE to send a request, SEND_TIMEOUT to take
+each line of the answer (one that does not read is dropped), LISTINGS walks at once.
 
 `fwd ctl` is the client; its connection listing reads like `conntrack -L`.
 """
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -24,14 +35,23 @@ import stat
 import sys
 import time
 from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Protocol
 
-from fwd import _core, config
+from fwd import _core, config, helper_config
 
 log = logging.getLogger("fwd")
 
 MAX_REQUEST = 1 << 16  # bytes in one request line
 CLIENT_TIMEOUT = 30.0  # seconds `fwd ctl` waits for the daemon
+CHUNK = 256            # connections per response line of a listing
+MAX_CLIENTS = 16       # control connections at once; more are answered with an error
+CLIENT_IDLE = 60.0     # seconds a connection may take to send its next request
+SEND_TIMEOUT = 10.0    # seconds a client may take to read one response line
+LISTINGS = 2           # table walks at once, each in a worker thread
+EVENT_INTERVAL = 0.2   # seconds between takes of the engine's connection events
+EVENT_BACKLOG = 64     # pieces of events a client may fall behind before it loses some
+EVENT_KEEPALIVE = 1.0  # seconds without events before an empty piece (a client gone shows)
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 # States as Engine.connections() names them: TCP's, and UNREPLIED/REPLIED for the others.
 STATES = _core.CONN_STATES
@@ -63,29 +83,39 @@ class Filter:
     sport: tuple[int, int] | None = None
     dport: tuple[int, int] | None = None
     state: str | None = None
+    helper: str | None = None
 
     @classmethod
     def parse(cls, data: Any) -> "Filter":
         """Check a request's filter object; raises config.ConfigError naming "filter.KEY".
         Values are written as in the config file: proto "tcp" or a number, addresses or
-        networks, ports or "lo-hi" ranges; states in any case."""
+        networks, ports or "lo-hi" ranges; states in any case; a helper by name."""
         if isinstance(data, dict) and isinstance(data.get("state"), str):
             data = {**data, "state": data["state"].upper()}
-        return cls(**config.read_table(data, "filter", {
+        f = cls(**config.read_table(data, "filter", {
             "proto": config.check_proto, "src": config.check_network, "dst": config.check_network,
             "sport": config.check_ports, "dport": config.check_ports, "state": config.check_choice(STATES),
+            "helper": config.check_choice(tuple(helper_config.available())),
         }))
+        if f.src and f.dst and f.src.version != f.dst.version:
+            raise config.ConfigError("filter.dst", f"is IPv{f.dst.version}, filter.src "
+                                                   f"IPv{f.src.version}")
+        return f
 
     def empty(self) -> bool:
         return self == Filter()
 
-    def match(self, c: dict[str, Any]) -> bool:
-        return ((self.proto is None or c["proto"] == self.proto)
-                and (self.src is None or ipaddress.ip_address(c["src"]) in self.src)
-                and (self.dst is None or ipaddress.ip_address(c["dst"]) in self.dst)
-                and (self.sport is None or self.sport[0] <= c["sport"] <= self.sport[1])
-                and (self.dport is None or self.dport[0] <= c["dport"] <= self.dport[1])
-                and (self.state is None or c["state"] == self.state))
+    def native(self) -> tuple | None:
+        """The filter as Engine.connections takes it (checked in C during the walk)."""
+        if self.empty():
+            return None
+        family = (self.src or self.dst).version if (self.src or self.dst) else 0
+        return (-1 if self.proto is None else self.proto, family,
+                self.src and self.src.network_address.packed,
+                self.src.prefixlen if self.src else -1,
+                self.dst and self.dst.network_address.packed,
+                self.dst.prefixlen if self.dst else -1,
+                *(self.sport or (0, 65535)), *(self.dport or (0, 65535)), self.state, self.helper)
 
 
 # --- the server, in the daemon ----------------------------------------------------------------
@@ -98,6 +128,11 @@ class ControlServer:
         self.path = path
         self.server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
+        self.clients = 0
+        self.walks = asyncio.Semaphore(LISTINGS)
+        # Event listeners: their queue of pieces -> events lost since their last piece.
+        self.listeners: dict[asyncio.Queue, int] = {}
+        self._pump: asyncio.Task | None = None
 
     async def start(self) -> None:
         sock = _listen(self.path)
@@ -114,25 +149,34 @@ class ControlServer:
             pass
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def send(response: dict[str, Any]) -> None:
+            writer.write(_line(response))
+            await asyncio.wait_for(writer.drain(), SEND_TIMEOUT)
+
+        self.clients += 1
         try:
+            if self.clients > MAX_CLIENTS:
+                await send({"ok": False, "error": f"busy: {MAX_CLIENTS} clients connected"})
+                return
             while True:
                 try:
-                    line = await reader.readline()
+                    line = await asyncio.wait_for(reader.readline(), CLIENT_IDLE)
                 except ValueError:  # longer than the stream limit
-                    writer.write(_line({"ok": False,
-                                        "error": f"request longer than {MAX_REQUEST} bytes"}))
+                    await send({"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"})
                     break
                 if not line:
                     break
-                writer.write(_line(await self.respond(line)))
-                await writer.drain()
-        except ConnectionError:
-            pass
+                async with contextlib.aclosing(self.respond(line)) as responses:
+                    async for response in responses:
+                        await send(response)
+        except (ConnectionError, TimeoutError):
+            pass  # gone, idle or not reading: its connection goes
         finally:
+            self.clients -= 1
             writer.close()
 
-    async def respond(self, line: bytes) -> dict[str, Any]:
-        """One request line -> its response object."""
+    async def respond(self, line: bytes) -> AsyncGenerator[dict[str, Any], None]:
+        """One request line -> its response objects: one, or the pieces of a listing."""
         try:
             try:
                 request = json.loads(line)
@@ -149,12 +193,72 @@ class ControlServer:
                 if key not in takes:
                     raise RequestError(f"{command} takes no argument {json.dumps(key)}"
                                        + (f"; it takes {', '.join(takes)}" if takes else ""))
-            return {"ok": True, "result": await handler(self.daemon, request)}
+            result = await handler(self, request)
+            if not isinstance(result, AsyncGenerator):
+                yield {"ok": True, "result": result}
+                return
+            async with contextlib.aclosing(result) as pieces:
+                async for piece in pieces:
+                    yield {"ok": True, "more": True, "result": piece}
+            yield {"ok": True, "result": []}
         except (RequestError, config.ConfigError) as err:
-            return {"ok": False, "error": str(err)}
+            yield {"ok": False, "error": str(err)}
         except Exception as err:  # a bug: answer and keep serving
             log.exception("control request %r failed", line)
-            return {"ok": False, "error": f"internal error: {err!r}"}
+            yield {"ok": False, "error": f"internal error: {err!r}"}
+
+    async def events(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Pieces of connection events from now on, for as long as the caller takes them."""
+        queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue(EVENT_BACKLOG)
+        if not self.listeners:
+            self.daemon.engine.events_listen(True)
+            self._pump = asyncio.create_task(self._pump_events(), name="conntrack events")
+        self.listeners[queue] = 0
+        try:
+            while True:
+                try:
+                    yield await asyncio.wait_for(queue.get(), EVENT_KEEPALIVE)
+                except TimeoutError:
+                    yield []  # nothing happened: sending that finds out if the client left
+        finally:
+            del self.listeners[queue]
+            if not self.listeners and self._pump:
+                self._pump.cancel()
+                self.daemon.engine.events_listen(False)
+
+    async def _pump_events(self) -> None:
+        """Takes the engine's events every EVENT_INTERVAL and hands them to every listener; one
+        that is EVENT_BACKLOG pieces behind loses them (and is told how many)."""
+        while True:
+            await asyncio.sleep(EVENT_INTERVAL)
+            for _ in range(EVENT_BACKLOG):  # what came meanwhile, a piece at a time; bounded:
+                events, lost = self.daemon.engine.events_take(time.monotonic(), CHUNK)
+                if events or lost:  # the loop has other clients to serve
+                    self._hand_out(events, lost)
+                if len(events) < CHUNK:
+                    break
+
+    def _hand_out(self, events: list[dict[str, Any]], lost: int) -> None:
+        for queue, behind in self.listeners.items():
+            if queue.full():
+                self.listeners[queue] = behind + len(events) + lost
+                continue
+            missed = behind + lost
+            queue.put_nowait(events + ([{"event": "LOST", "count": missed}] if missed else []))
+            self.listeners[queue] = 0
+
+    async def pieces(self, match: Filter) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The matching connections, about CHUNK at a time, walked in C a piece at a time."""
+        start = 0
+        while True:
+            async with self.walks:
+                piece, start = await asyncio.to_thread(
+                    self.daemon.engine.connections_page, time.monotonic(), start, CHUNK,
+                    match.native())
+            if piece:
+                yield piece
+            if not start:
+                return
 
 
 def _listen(path: str) -> socket.socket:
@@ -202,42 +306,51 @@ def _line(obj: Any) -> bytes:
     return (json.dumps(obj) + "\n").encode()
 
 
-async def _list(daemon: Controlled, request: dict[str, Any]) -> list[dict[str, Any]]:
+async def _list(server: ControlServer, request: dict[str, Any]
+                ) -> AsyncGenerator[list[dict[str, Any]], None]:
+    return server.pieces(Filter.parse(request.get("filter", {})))
+
+
+async def _delete(server: ControlServer, request: dict[str, Any]) -> dict[str, int]:
     match = Filter.parse(request.get("filter", {}))
-    conns = await asyncio.to_thread(daemon.engine.connections, time.monotonic())
-    return [c for c in conns if match.match(c)]
-
-
-async def _delete(daemon: Controlled, request: dict[str, Any]) -> dict[str, int]:
-    if Filter.parse(request.get("filter", {})).empty():
+    if match.empty():
         raise RequestError("conntrack.delete needs a filter; to delete every connection use "
                            "conntrack.flush")
-    conns = await _list(daemon, request)
+    engine = server.daemon.engine
 
-    def kill() -> int:  # a connection that ended by itself meanwhile is not counted
-        return sum(daemon.engine.kill(c["family"], c["proto"], c["src"], c["dst"], c["sport"],
-                                      c["dport"]) for c in conns)
+    def kill(conns: list[dict[str, Any]]) -> int:  # one that ended meanwhile is not counted
+        return sum(engine.kill(c["family"], c["proto"], c["src"], c["dst"], c["sport"],
+                               c["dport"]) for c in conns)
 
-    return {"deleted": await asyncio.to_thread(kill)}
-
-
-async def _flush(daemon: Controlled, request: dict[str, Any]) -> dict[str, int]:
-    return {"deleted": await asyncio.to_thread(daemon.engine.flush)}
-
-
-async def _expect_list(daemon: Controlled, request: dict[str, Any]) -> list[dict[str, Any]]:
-    return await asyncio.to_thread(daemon.engine.expectations, time.monotonic())
+    deleted = 0
+    async for piece in server.pieces(match):
+        deleted += await asyncio.to_thread(kill, piece)
+    return {"deleted": deleted}
 
 
-async def _expect_flush(daemon: Controlled, request: dict[str, Any]) -> dict[str, int]:
-    return {"deleted": await asyncio.to_thread(daemon.engine.flush_expectations)}
+async def _events(server: ControlServer, request: dict[str, Any]
+                  ) -> AsyncGenerator[list[dict[str, Any]], None]:
+    return server.events()
 
 
-async def _stats(daemon: Controlled, request: dict[str, Any]) -> dict[str, Any]:
-    return await asyncio.to_thread(daemon.snapshot)
+async def _flush(server: ControlServer, request: dict[str, Any]) -> dict[str, int]:
+    return {"deleted": await asyncio.to_thread(server.daemon.engine.flush)}
 
 
-async def _reload(daemon: Controlled, request: dict[str, Any]) -> dict[str, str]:
+async def _expect_list(server: ControlServer, request: dict[str, Any]) -> list[dict[str, Any]]:
+    return await asyncio.to_thread(server.daemon.engine.expectations, time.monotonic())
+
+
+async def _expect_flush(server: ControlServer, request: dict[str, Any]) -> dict[str, int]:
+    return {"deleted": await asyncio.to_thread(server.daemon.engine.flush_expectations)}
+
+
+async def _stats(server: ControlServer, request: dict[str, Any]) -> dict[str, Any]:
+    return await asyncio.to_thread(server.daemon.snapshot)
+
+
+async def _reload(server: ControlServer, request: dict[str, Any]) -> dict[str, str]:
+    daemon = server.daemon
     daemon.reload()  # the SIGHUP path: all of the file or nothing
     if not daemon.last_reload.startswith("ok"):
         raise RequestError(f"reload {daemon.last_reload}")
@@ -249,6 +362,7 @@ COMMANDS = {
     "conntrack.list": (_list, ("filter",)),
     "conntrack.delete": (_delete, ("filter",)),
     "conntrack.flush": (_flush, ()),
+    "conntrack.events": (_events, ()),
     "expect.list": (_expect_list, ()),
     "expect.flush": (_expect_flush, ()),
     "stats": (_stats, ()),
@@ -278,17 +392,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--dport", type=_number_or_text,
                        help="original destination port or range lo-hi")
         p.add_argument("--state", help=f"connection state: {', '.join(STATES)}")
+        p.add_argument("--helper", help="connections with this helper attached (e.g. sip)")
         if name == "list":
-            p.add_argument("--json", action="store_true", help="one JSON list of connections")
+            _output_arguments(p, "connections", ("json", "extended"))
     ct_sub.add_parser("flush", help="delete every connection")
+    ct_sub.add_parser("events", help="show connections as they come and go, like conntrack -E "
+                      "(until interrupted)")
     expect = sub.add_parser("expect", help="list or flush expectations (helpers' pinholes)")
     exp_sub = expect.add_subparsers(dest="exp_command", required=True, metavar="ACTION")
     exp_list = exp_sub.add_parser("list", help="list expectations, like conntrack -L expect")
-    exp_list.add_argument("--json", action="store_true", help="one JSON list of expectations")
+    _output_arguments(exp_list, "expectations", ("json",))
     exp_sub.add_parser("flush", help="delete every expectation")
     stats = sub.add_parser("stats", help="counters, locks, table and queue statistics")
-    stats.add_argument("--json", action="store_true", help="the raw snapshot as JSON")
+    stats.add_argument("--json", dest="output", action="store_const", const="json",
+                       help="the raw snapshot as JSON")
     sub.add_parser("reload", help="re-read the configuration file (as SIGHUP does)")
+
+
+def _output_arguments(parser: argparse.ArgumentParser, what: str, formats: tuple) -> None:
+    parser.add_argument("-o", "--output", choices=formats,
+                        help=f"json: one JSON list of {what}"
+                        + ("; extended: with the network protocol first" if "extended" in formats
+                           else ""))
+    parser.add_argument("--json", dest="output", action="store_const", const="json",
+                        help="the same as -o json")
 
 
 def _number_or_text(text: str) -> int | str:
@@ -297,17 +424,36 @@ def _number_or_text(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def call(path: str, request: dict[str, Any], timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
-    """Send one request to the daemon at `path` and return its response."""
+def responses(path: str, request: dict[str, Any], timeout: float | None = CLIENT_TIMEOUT
+              ) -> Iterator[dict[str, Any]]:
+    """Send one request to the daemon at `path`; yields its response lines as they come (a
+    listing's pieces, the last without "more"); `timeout` (None: none) for each line."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
         sock.sendall(_line(request))
         with sock.makefile("rb") as f:
-            line = f.readline()
-    if not line:
-        raise ConnectionError("the daemon closed the connection without an answer")
-    return json.loads(line)
+            while True:
+                line = f.readline()
+                if not line:
+                    raise ConnectionError("the daemon closed the connection without an answer")
+                response = json.loads(line)
+                yield response
+                if not response.get("more"):
+                    return
+
+
+def call(path: str, request: dict[str, Any], timeout: float = CLIENT_TIMEOUT) -> dict[str, Any]:
+    """Send one request to the daemon at `path` and return its response, a listing's pieces
+    joined into one."""
+    result: list[Any] = []
+    for response in responses(path, request, timeout):
+        if not response.get("more"):
+            if result and response.get("ok"):
+                response["result"] = result + response["result"]
+            return response
+        result += response["result"]
+    raise AssertionError("unreachable: responses() ends with a last line")
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
@@ -316,9 +462,9 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
     if args.ctl_command != "conntrack":
         return {"command": args.ctl_command}
     request: dict[str, Any] = {"command": f"conntrack.{args.ct_command}"}
-    if args.ct_command != "flush":
-        request["filter"] = {k: v for k in ("proto", "src", "dst", "sport", "dport", "state")
-                             if (v := getattr(args, k)) is not None}
+    if args.ct_command in ("list", "delete"):
+        request["filter"] = {k: v for k in ("proto", "src", "dst", "sport", "dport", "state",
+                                            "helper") if (v := getattr(args, k)) is not None}
     return request
 
 
@@ -326,7 +472,7 @@ def _socket_path(args: argparse.Namespace) -> str:
     if args.socket:
         return args.socket
     if args.config:
-        path = config.load(args.config).control.socket
+        path = config.control_section(config.read_toml(args.config)).socket
         if not path:
             raise config.ConfigError("control.socket", f"is empty (disabled) in {args.config}")
         return path
@@ -341,22 +487,20 @@ def main(args: argparse.Namespace) -> int:
         return config.EXIT_CONFIG
     request = _request(args)
     try:
+        output = getattr(args, "output", None)
+        if request["command"] == "conntrack.list" and output != "json":
+            return _print_listing(path, request, output == "extended")
+        if request["command"] == "conntrack.events":
+            return _print_events(path, request)
         response = call(path, request)
     except (OSError, ValueError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
-        print(f"fwd ctl: cannot talk to fwd at {path}: {reason} (is fwd running?)",
-              file=sys.stderr)
-        return 1
+        return _cannot_talk(path, err)
     if not response.get("ok"):
         print(f"fwd ctl: {response.get('error')}", file=sys.stderr)
         return 1
     result = response["result"]
-    if getattr(args, "json", False):
+    if output == "json":
         print(json.dumps(result, indent=1))
-    elif request["command"] == "conntrack.list":
-        for c in result:
-            print(format_connection(c))
-        print(f"fwd ctl: {len(result)} flow entries have been shown.", file=sys.stderr)
     elif request["command"] == "expect.list":
         for x in result:
             print(format_expectation(x))
@@ -372,26 +516,82 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cannot_talk(path: str, err: OSError | ValueError) -> int:
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+    print(f"fwd ctl: cannot talk to fwd at {path}: {reason} (is fwd running?)", file=sys.stderr)
+    return 1
+
+
+def _print_events(path: str, request: dict[str, Any]) -> int:
+    """`conntrack -E`: one line per event as it comes, until interrupted (exit 0)."""
+    try:
+        for response in responses(path, request, timeout=None):
+            if not response.get("ok"):
+                print(f"fwd ctl: {response.get('error')}", file=sys.stderr)
+                return 1
+            for e in response["result"]:
+                print(format_event(e), flush=True)
+    except KeyboardInterrupt:
+        return 0
+    print("fwd ctl: the daemon ended the event stream", file=sys.stderr)
+    return 1
+
+
+def format_event(e: dict[str, Any]) -> str:
+    """One event the way `conntrack -E` prints it: the event right-aligned in brackets, then
+    the connection (a destroyed one without timeout and state), e.g.
+        [NEW] udp      17 30 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 packets=1 [UNREPLIED] ...
+    [DESTROY] udp      17 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 packets=1 ..."""
+    if e["event"] == "LOST":
+        return f"fwd ctl: {e['count']} events lost (this client fell behind)"
+    return f"{'[' + e['event'] + ']':>9} {format_connection(e, ended=e['event'] == 'DESTROY')}"
+
+
+def _print_listing(path: str, request: dict[str, Any], extended: bool) -> int:
+    """`conntrack -L`: connections printed as their pieces arrive, however many there are."""
+    shown = 0
+    for response in responses(path, request):
+        if not response.get("ok"):
+            print(f"fwd ctl: {response.get('error')}", file=sys.stderr)
+            return 1
+        for c in response["result"]:
+            print(format_connection(c, extended))
+        shown += len(response["result"])
+    print(f"fwd ctl: {shown} flow entries have been shown.", file=sys.stderr)
+    return 0
+
+
 def format_expectation(x: dict[str, Any]) -> str:
-    """One expectation the way `conntrack -L expect` prints it; a wildcard shows as 0 ("any"):
-    180 proto=17 src=10.0.0.2 dst=10.0.0.1 sport=0 dport=4000 master-src=10.0.0.1
-    master-dst=10.0.0.2 sport=5060 dport=5060 class=audio helper=sip"""
+    """One expectation the way `conntrack -L expect` prints it: timeout, tuple, mask (a
+    wildcard address or port shows as 0 in the tuple and in the mask), master tuple, flags,
+    class (by name) and helper, e.g.
+    180 proto=17 src=10.0.0.2 dst=10.0.0.1 sport=0 dport=4000 mask-src=255.255.255.255
+    mask-dst=255.255.255.255 sport=0 dport=65535 master-src=10.0.0.1 master-dst=10.0.0.2
+    sport=5060 dport=5060 PERMANENT class=audio helper=sip"""
     m = x["master"]
+    none, full = ("::", "ffff:" * 7 + "ffff") if x["family"] == 6 else ("0.0.0.0", "255.255.255.255")
     flags = "".join(f" {f.upper()}" for f in x["flags"])
     return (f"{int(x['timeout'])} proto={config.PROTOCOLS.get(x['proto'], x['proto'])} "
-            f"src={x['src'] or ('::' if x['family'] == 6 else '0.0.0.0')} dst={x['dst']} "
-            f"sport={x['sport'] or 0} dport={x['dport']} master-src={m['src']} "
-            f"master-dst={m['dst']} sport={m['sport']} dport={m['dport']} class={x['class']} "
-            f"helper={x['helper']}{flags}")
+            f"src={x['src'] or none} dst={x['dst']} sport={x['sport'] or 0} dport={x['dport']} "
+            f"mask-src={full if x['src'] else none} mask-dst={full} "
+            f"sport={65535 if x['sport'] is not None else 0} dport=65535 "
+            f"master-src={m['src']} master-dst={m['dst']} sport={m['sport']} dport={m['dport']}"
+            f"{flags} class={x['class']} helper={x['helper']}")
 
 
-def format_connection(c: dict[str, Any]) -> str:
+def format_connection(c: dict[str, Any], extended: bool = False, ended: bool = False) -> str:
     """One connection the way `conntrack -L` prints it (with accounting), e.g.
     tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 packets=3
-    src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 packets=2 [ASSURED]"""
+    src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 packets=2 [ASSURED] helper=sip use=1
+    `extended` (`-o extended`) puts the network protocol first: "ipv4     2 tcp      6 ...";
+    an `ended` connection (a DESTROY event) has no timeout nor state left to show."""
     proto = c["proto"]
-    words = [f"{PROTO_NAMES.get(proto, 'unknown'):8} {proto} {int(c['timeout'])}"]
-    if proto == 6:
+    words = [f"{PROTO_NAMES.get(proto, 'unknown'):8} {proto}"]
+    if extended:
+        words.insert(0, f"ipv{c['family']}     {10 if c['family'] == 6 else 2}")
+    if not ended:
+        words.append(str(int(c["timeout"])))
+    if proto == 6 and not ended:
         words.append(c["state"])
     words += [f"src={c['src']} dst={c['dst']}", _ports(proto, c["sport"], c["dport"]),
               f"packets={c['packets_orig']}"]
@@ -401,25 +601,33 @@ def format_connection(c: dict[str, Any]) -> str:
               _ports(proto, c["reply_sport"], c["reply_dport"]), f"packets={c['packets_reply']}"]
     if c["assured"]:
         words.append("[ASSURED]")
+    if c.get("helper"):
+        words.append(f"helper={c['helper']}")
+    if "use" in c:
+        words.append(f"use={c['use']}")
     return " ".join(w for w in words if w)
 
 
 def _ports(proto: int, sport: int, dport: int) -> str:
     if proto in (6, 17):
         return f"sport={sport} dport={dport}"
-    if proto in (1, 58):  # ICMP: the tuple's ports are the echo id and the message type
-        return f"type={dport} id={sport}"
+    if proto in (1, 58):  # ICMP: the tuple's ports are the echo id and the message type; only
+        return f"type={dport} code=0 id={sport}"  # queries are tracked, and their code is 0
     return ""
 
 
 def format_stats(snap: dict[str, Any]) -> str:
     """fwd.metrics.snapshot() for people."""
     s = snap["stats"]
-    lines = [f"fwd {snap['version']}",
-             f"table: {s['entries']} connections of {s['max_entries']} "
-             f"({100 * s['entries'] / s['max_entries']:.1f}% full), {s['buckets']} buckets, "
-             f"{s['shards']} shards (fullest {s['max_shard_entries']}, "
-             f"mean {s['entries'] / s['shards']:.2f})"]
+    lines = [f"fwd {snap['version']}", f"health: {snap.get('health', 'ok')}"]
+    if reload := snap.get("reload"):
+        loaded = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(reload["timestamp"]))
+        lines.append(f"last reload: {'ok' if reload['success'] else 'FAILED'}; running "
+                     f"configuration loaded {loaded}")
+    lines.append(f"table: {s['entries']} connections of {s['max_entries']} "
+                 f"({100 * s['entries'] / s['max_entries']:.1f}% full), {s['buckets']} buckets, "
+                 f"{s['shards']} shards (fullest {s['max_shard_entries']}, "
+                 f"mean {s['entries'] / s['shards']:.2f})")
     for cls, lock in s["locks"].items():
         share = lock["contended"] / lock["acquisitions"] if lock["acquisitions"] else 0.0
         lines.append(f"lock {cls}: {lock['count']} locks, {lock['acquisitions']} acquisitions, "
@@ -437,5 +645,6 @@ def format_stats(snap: dict[str, Any]) -> str:
         lines.append(f"queue {q['queue']}: {q['packets']} packets in {q['batches']} batches, "
                      f"{kernel.get('queue_total', '?')} waiting, "
                      f"{kernel.get('queue_dropped', '?')} dropped (queue full), "
-                     f"{kernel.get('user_dropped', '?')} dropped (socket full)")
+                     f"{kernel.get('user_dropped', '?')} dropped (socket full)"
+                     + (", worker STALLED" if q.get("stalled") else ""))
     return "\n".join(lines)

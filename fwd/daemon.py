@@ -51,6 +51,9 @@ NFQUEUE_TABLE = "/proc/self/net/netfilter/nfnetlink_queue"
 # What a reload may change.  Every other key is fixed at start (the engine's table size and
 # timeouts, the queue and its rules): a reload that changes one is refused as a whole.
 LIVE_KEYS = ("policy", "helpers", "log", "conntrack.gc_interval")
+# Overload (packets or connections lost for want of room) is logged at most once per kind in
+# this many seconds, with the count since the previous line: visible without flooding the log.
+OVERLOAD_INTERVAL = 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +93,12 @@ class Daemon:
         self.error: BaseException | None = None
         self.tasks: list[asyncio.Task] = []  # background tasks; one that ends is a failure
         self.last_reload = "none"  # outcome of the last reload, for STATUS=
+        self.health: str | None = None  # the last health check's problem, None: healthy
+        # Whether the last reload applied, and when the last that did (or the start) was.
+        self.reload_success, self.reload_time = True, time.time()
+        # Helper counters of the instances earlier reloads replaced, added to the live ones so
+        # that the counters survive a reload: {helper name: {counter: value}}.
+        self.helper_base: dict[str, dict[str, int]] = {}
 
     def _fail(self, err: BaseException) -> None:
         """The packet path broke: stop, exit 1."""
@@ -107,10 +116,47 @@ class Daemon:
             if removed:
                 log.debug("gc removed %d connections", removed)
 
+    def overload_counts(self) -> dict[str, int]:
+        """The counters of loss under overload, each keyed by the words that log it."""
+        stats = self.engine.stats()
+        counts = {
+            "new connections dropped, connection table full (conntrack.max_entries)":
+                stats["ct"]["drop"],
+            "unassured connections evicted from the full connection table": stats["early_drop"],
+            "expectations refused, expectation table full (conntrack.expect_max)":
+                stats["expect"]["refused"],
+        }
+        kernel = metrics.read_nfqueue(NFQUEUE_TABLE)
+        for num in self.cfg.queue.numbers:
+            if q := kernel.get(num):
+                counts[f"packets of queue {num} dropped by the kernel, queue full "
+                       f"(queue.max_len)"] = q["queue_dropped"]
+                counts[f"packets of queue {num} dropped by the kernel, socket buffer full"] = \
+                    q["user_dropped"]
+        return counts
+
+    async def _log_overload(self) -> None:
+        """Every OVERLOAD_INTERVAL, one warning per kind of loss that grew, with the count."""
+        before = self.overload_counts()
+        while True:
+            await asyncio.sleep(OVERLOAD_INTERVAL)
+            now = self.overload_counts()
+            for what, n in now.items():
+                if n > before.get(what, 0):
+                    log.warning("overload: %d %s in the last %g s", n - before.get(what, 0), what,
+                                OVERLOAD_INTERVAL)
+            before = now
+
     # --- observability: metrics exporter and control socket -------------------------------
     def snapshot(self) -> dict[str, Any]:
         """What the metrics and `fwd ctl stats` show (fwd.metrics.snapshot); any thread."""
-        return metrics.snapshot(self.engine, self.cfg.policy, self.io.counters())
+        snap = metrics.snapshot(self.engine, self.cfg.policy, self.io.counters())
+        for h in snap["stats"]["helpers"]:
+            for key, value in self.helper_base.get(h["name"], {}).items():
+                h[key] += value
+        snap["health"] = self.health or "ok"
+        snap["reload"] = {"success": self.reload_success, "timestamp": self.reload_time}
+        return snap
 
     async def _start_observers(self, stack: contextlib.ExitStack) -> None:
         """Serve control.socket and metrics.listen as configured; closing `stack` stops them."""
@@ -133,11 +179,20 @@ class Daemon:
         try:
             cfg = config.load(self.cfg.path)
             check_live_change(self.cfg, cfg)
+            replaced = self.engine.stats()["helpers"]
             rule_names = engine.configure(self.engine, cfg)
         except config.ConfigError as err:
             self.last_reload = f"failed, running configuration kept: {err}"
+            self.reload_success = False
             log.error("reload %s", self.last_reload)
         else:
+            # The replaced instances' counts carry over (what connections still attached to
+            # them count from here on is not: they are being phased out).
+            for h in replaced:
+                base = self.helper_base.setdefault(h["name"], {})
+                for key in metrics.HELPER_COUNTERS:
+                    base[key] = base.get(key, 0) + h[key]
+            self.reload_success, self.reload_time = True, time.time()
             self.cfg, self.rule_names = cfg, rule_names
             logging.getLogger().setLevel(cfg.log.level.upper())
             self.last_reload = f"ok at {time.strftime('%H:%M:%S')}"
@@ -169,13 +224,14 @@ class Daemon:
         return self.io.health_problem()
 
     async def _heartbeat(self) -> None:
-        """STATUS= regularly; with a watchdog, WATCHDOG=1 with it while healthy (systemd kills
-        and restarts fwd when the pings stop)."""
+        """Check health regularly (logged while unhealthy, shown by `fwd ctl stats`); to systemd
+        STATUS= with it and, with a watchdog, WATCHDOG=1 while healthy (systemd kills and
+        restarts fwd when the pings stop)."""
         watchdog = self.notifier.watchdog
         interval = min(STATUS_INTERVAL, watchdog / 2) if watchdog else STATUS_INTERVAL
         while True:
             await asyncio.sleep(interval)
-            problem = self._health_problem()
+            problem = self.health = self._health_problem()
             if problem:
                 log.error("unhealthy, no watchdog ping: %s", problem)
             if watchdog and not problem:
@@ -198,8 +254,8 @@ class Daemon:
             if rules:
                 rules.install()
             self.tasks.append(asyncio.create_task(self._gc(), name="gc"))
-            if self.notifier.enabled:
-                self.tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+            self.tasks.append(asyncio.create_task(self._log_overload(), name="overload log"))
+            self.tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
             queues = f"{qcfg.num}" + (f"-{qcfg.numbers[-1]}" if qcfg.count > 1 else "")
             log.info("running: queue %s, %d shards, %d rules, io %s", queues,
                      self.cfg.conntrack.shards, len(self.rule_names), qcfg.io)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, ModuleType
@@ -92,13 +91,7 @@ def load_file(path: str) -> HelperConfig:
     if name not in available():
         raise ConfigError(key, f"no helper named {name!r} ({path}); available: "
                                f"{', '.join(available())}")
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(key, f"cannot read {path}: {e.strerror or e}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(key, f"{path} is not valid TOML: {e}") from None
+    data = cfgmod.read_toml(path, key)
     try:
         return parse(name, data, path)
     except ConfigError as e:

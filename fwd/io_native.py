@@ -7,8 +7,23 @@ from __future__ import annotations
 import asyncio
 from typing import Callable, TextIO
 
-from fwd import _core
+from fwd import _core, metrics
 from fwd.config import QueueConfig
+
+# A batch is decided in microseconds: a worker this long in one is stuck (a loop, a lock) with
+# its queue holding packets, and the watchdog stops.
+STALL_SECONDS = 2.0
+
+
+def queue_taken(numbers: tuple[int, ...]) -> str | None:
+    """Why binding failed when one of our queues is bound by another process (the kernel says
+    only "Operation not permitted"), or None.  We hold none of them now: the binding failed."""
+    kernel = metrics.read_nfqueue()
+    for num in numbers:
+        if q := kernel.get(num):
+            return (f"queue {num} is bound by another process (netlink port id "
+                    f"{q['portid']}): is another fwd running?")
+    return None
 
 
 class NativeQueues:
@@ -25,10 +40,13 @@ class NativeQueues:
         del loop  # the workers are threads of their own
         if self.verdict_log:
             self.verdict_log.flush()
-        self.workers = _core.NfqWorkers(
-            self.engine, list(self.qcfg.numbers), copy_range=self.qcfg.copy_range,
-            max_len=self.qcfg.max_len, fail_open=self.qcfg.fail_open,
-            trace_fd=self.verdict_log.fileno() if self.verdict_log else -1)
+        try:
+            self.workers = _core.NfqWorkers(
+                self.engine, list(self.qcfg.numbers), copy_range=self.qcfg.copy_range,
+                max_len=self.qcfg.max_len, fail_open=self.qcfg.fail_open,
+                trace_fd=self.verdict_log.fileno() if self.verdict_log else -1)
+        except OSError as err:
+            raise OSError(queue_taken(self.qcfg.numbers) or str(err)) from None
         self.workers.start()
 
     def stop_reading(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -42,11 +60,16 @@ class NativeQueues:
 
     def counters(self) -> dict[int, dict[str, int]]:
         return {w["queue"]: {"packets": w["packets"], "batches": w["batches"],
-                             "socket_overflows": w["enobufs"]}
+                             "socket_overflows": w["enobufs"],
+                             "stalled": w["busy_seconds"] > STALL_SECONDS}
                 for w in (self.workers.stats() if self.workers else [])}
 
     def health_problem(self) -> str | None:
+        """A worker that stopped, or one stuck in a batch (its heartbeat, busy_seconds)."""
         for w in self.workers.stats() if self.workers else []:
             if not w["running"] or w["error"]:
                 return f"queue {w['queue']} worker stopped (errno {w['error']})"
+            if w["busy_seconds"] > STALL_SECONDS:
+                return (f"queue {w['queue']} worker stalled: {w['busy_seconds']:.1f} s in one "
+                        f"batch, no verdict since (progress: {w['batches']} batches)")
         return None

@@ -428,12 +428,17 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="fwd-lab-") as tmp:
         cfg_path = args.write_config or os.path.join(tmp, "fwd-lab.toml")
         control_socket = os.path.join(tmp, "fwd.sock")  # for `fwd ctl`
-        with open(cfg_path, "w") as f:
-            f.write(f'{LAB_CONFIG}\n[control]\nsocket = "{control_socket}"\n')
         helpers_dir = os.path.join(os.path.dirname(os.path.abspath(cfg_path)), "helpers.d")
-        os.makedirs(helpers_dir, exist_ok=True)
-        with open(os.path.join(helpers_dir, "sip.toml"), "w") as f:
-            f.write(SIP_HELPER_CONFIG)
+        try:
+            with open(cfg_path, "w") as f:
+                f.write(f'{LAB_CONFIG}\n[control]\nsocket = "{control_socket}"\n')
+            os.makedirs(helpers_dir, exist_ok=True)
+            with open(os.path.join(helpers_dir, "sip.toml"), "w") as f:
+                f.write(SIP_HELPER_CONFIG)
+        except OSError as err:
+            print(f"fwd lab: cannot write the configuration: {err.filename}: {err.strerror}",
+                  file=sys.stderr)
+            return 1
         verdict_log = os.path.abspath(args.verdict_log or os.path.join(tmp, "verdicts.jsonl"))
         open(verdict_log, "w").close()  # the daemon appends: start empty
         daemon_log = os.path.join(tmp, "fwd-run.log")
@@ -463,5 +468,6 @@ def main(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             # The lab's capture is taken between local sockets: checksums not yet filled in.
             replay.main(argparse.Namespace(capture=capture, config=cfg_path, json=False,
-                                           checksums=False))
+                                           checksums=False, summary=False, drops_only=False,
+                                           local=[]))
     return 0 if ok else 1

@@ -4,9 +4,9 @@
 and state (Engine.by_state, one walk of the table), the daemon's per-queue counters and the
 kernel's view of the queue (/proc/net/netfilter/nfnetlink_queue).  `Collector` turns one snapshot
 into metric families on every scrape; nothing is counted per packet in Python.  The same snapshot
-is what `fwd ctl stats` shows.  `Exporter` serves the metrics from a thread of its own
-(prometheus_client's HTTP server), so a scrape never blocks the packet loop; the table walk runs
-in C with the GIL released.
+is what `fwd ctl stats` shows.  `Exporter` serves the metrics from a thread of its own, bounded
+in connections, time and request size, so a scrape never blocks the packet loop and idle or
+hostile clients cannot pin threads or memory; the table walk runs in C with the GIL released.
 
 Conventions: `fwd_` prefix, `_total` counters, seconds, the lock class as label `class`, low
 cardinality (labels: lock class, protocol/state, policy rule, queue number).
@@ -14,9 +14,15 @@ cardinality (labels: lock class, protocol/state, policy rule, queue number).
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import Any, Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector,
+                               generate_latest)
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, Metric)
 from prometheus_client.utils import floatToGoString
@@ -31,6 +37,10 @@ NFQUEUE_PROC = "/proc/self/net/netfilter/nfnetlink_queue"
 # nfnetlink_queue seq_show writes them.
 NFQUEUE_FIELDS = ("queue", "portid", "queue_total", "copy_mode", "copy_range", "queue_dropped",
                   "user_dropped", "id_sequence")
+# Bounds of the exporter against misbehaving local clients (see Exporter).
+REQUEST_TIMEOUT = 5.0  # seconds to send the request, and again to take the answer
+MAX_CLIENTS = 32       # connections at once
+MAX_REQUEST = 8192     # bytes of request line and headers
 DEFAULT_RULE = "(default)"  # the `rule` label of packets no policy rule matched
 
 # Engine.stats()["ct"] counters exported one metric each: name -> help.
@@ -144,6 +154,14 @@ class Collector:
                           [([r["rule"], r["verdict"]], r["hits"]) for r in snap["rules"]])
         yield from _queue_metrics(snap["queues"])
         yield from _expect_metrics(stats, snap["expectations"])
+        if "reload" in snap:  # the daemon's: not in a snapshot of a bare engine
+            yield GaugeMetricFamily("fwd_config_last_reload_success",
+                                    "1 if the last reload applied the file (or none was tried "
+                                    "since start), 0 if it failed", value=snap["reload"]["success"])
+            yield GaugeMetricFamily("fwd_config_last_reload_success_timestamp_seconds",
+                                    "When a reload last applied the file (or fwd started), "
+                                    "Unix time",
+                                    value=snap["reload"]["timestamp"])
 
 
 def _expect_metrics(stats: dict[str, Any], live: list[dict[str, Any]]) -> Iterator[Metric]:
@@ -244,21 +262,117 @@ def _queue_metrics(queues: list[dict[str, Any]]) -> Iterator[Metric]:
     yield _family(CounterMetricFamily, "fwd_queue_user_drops",
                   "Packets the kernel could not deliver to fwd (netlink socket buffer full)",
                   ["queue"], per_queue(kernel("user_dropped")))
+    yield _family(GaugeMetricFamily, "fwd_worker_stalled",
+                  "1 while the queue's native worker is stuck in one batch (no progress, "
+                  "packets waiting): the systemd watchdog is not fed", ["queue"],
+                  per_queue(lambda q: q.get("stalled")))
     yield _family(CounterMetricFamily, "fwd_queue_socket_overflows",
                   "Times the native worker's socket reported lost messages (ENOBUFS)",
                   ["queue"], per_queue(lambda q: q.get("socket_overflows")))
 
 
 class Exporter:
-    """The metrics HTTP server on `listen` ("host:port"), in a daemon thread; close() stops it."""
+    """The metrics HTTP server on (host, port), on an event loop in a thread of its own (so a
+    scrape never waits for the packet loop, nor the packet loop for a scrape); close() stops it.
 
-    def __init__(self, host: str, port: int, source: Callable[[], dict[str, Any]]) -> None:
+    Bounded against local clients that misbehave: at most `max_clients` connections (a new one
+    pushes out the oldest that has not yet sent its request, so idle connections cannot lock
+    scrapes out), `timeout` seconds to send the request and again to take the answer, requests
+    (line and headers) of at most MAX_REQUEST bytes, and one table walk at a time: requests that
+    arrive while a scrape is being made share it.  Two threads in all, however many clients."""
+
+    def __init__(self, host: str, port: int, source: Callable[[], dict[str, Any]], *,
+                 timeout: float = REQUEST_TIMEOUT, max_clients: int = MAX_CLIENTS) -> None:
         registry = CollectorRegistry()
         registry.register(Collector(source))
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, memory, open fds
-        self.server, self.thread = start_http_server(port, host, registry=registry)
+        self._scrape = lambda: generate_latest(registry)
+        self.timeout = timeout
+        self.max_clients = max_clients
+        self.refused = 0  # connections pushed out or turned away to stay within max_clients
+        self._clients: dict[asyncio.Task, bool] = {}  # oldest first -> still reading its request
+        self._scraping: asyncio.Future | None = None
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.create_server((host, port), family=family)  # errors at once, here
+        self.port: int = sock.getsockname()[1]
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="fwd-metrics-scrape")
+        self._loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._serve, name="fwd-metrics", daemon=True)
+        self.thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(asyncio.start_server(
+            self._client, sock=sock, limit=MAX_REQUEST), self._loop).result()
+
+    def _serve(self) -> None:
+        self._loop.run_forever()
+        self._loop.close()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        async def stop() -> None:
+            self._server.close()
+            for task in list(self._clients):
+                task.cancel()
+            await asyncio.gather(*self._clients, return_exceptions=True)
+            await self._server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
         self.thread.join()
+        self._pool.shutdown()
+
+    def _make_room(self) -> bool:
+        """Keep within max_clients by closing the oldest connection still reading its request;
+        False when every connection has sent one (the new connection is turned away)."""
+        if len(self._clients) < self.max_clients:
+            return True
+        self.refused += 1
+        for task, reading in self._clients.items():
+            if reading:
+                task.cancel()
+                del self._clients[task]
+                return True
+        return False
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if not self._make_room():
+            writer.close()
+            return
+        self._clients[task] = True
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
+            except asyncio.LimitOverrunError:
+                await self._answer(writer, 431, b"request too large\n")
+                return
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                return
+            self._clients[task] = False
+            method, _, rest = head.partition(b" ")
+            path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+            if method not in (b"GET", b"HEAD"):
+                await self._answer(writer, 405, b"only GET\n")
+            elif path not in (b"/", b"/metrics"):
+                await self._answer(writer, 404, b"metrics are at /metrics\n")
+            else:
+                await self._answer(writer, 200, await self._page(), method == b"HEAD")
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            self._clients.pop(task, None)
+            writer.close()
+
+    async def _page(self) -> bytes:
+        """The exposition page; a scrape already being made is shared."""
+        if self._scraping is None:
+            self._scraping = asyncio.get_running_loop().run_in_executor(self._pool, self._scrape)
+            self._scraping.add_done_callback(lambda _: setattr(self, "_scraping", None))
+        return await asyncio.shield(self._scraping)
+
+    async def _answer(self, writer: asyncio.StreamWriter, status: int, body: bytes,
+                      head_only: bool = False) -> None:
+        ctype = CONTENT_TYPE_LATEST if status == 200 else "text/plain; charset=utf-8"
+        writer.write(f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+                     f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                     f"Connection: close\r\n\r\n".encode() + (b"" if head_only else body))
+        await asyncio.wait_for(writer.drain(), self.timeout)

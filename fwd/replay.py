@@ -12,13 +12,21 @@ a datagram is decided once, at the frame of the fragment that completes it.
 Checksums are verified only with --checksums: a capture taken on a sending host (or on one whose
 NIC offloads checksums) holds checksums not yet filled in, which the daemon, told so by the
 kernel, never checks; a capture from the wire between hosts can be verified as the daemon would.
+
+Frames the daemon would never see are reported apart, not decided: the outgoing copy of a
+packet in a `tcpdump -i any` capture (the hook saw it once, on the way in), and, with --local
+naming the firewall's own addresses, packets to or from it when queue.hooks does not queue
+INPUT or OUTPUT.  Long captures show progress on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
+import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -30,6 +38,7 @@ from scapy.utils import RawPcapNgReader, RawPcapReader
 from fwd import _core, config, engine
 
 EXIT_CAPTURE = 2  # the capture cannot be read
+PROGRESS_INTERVAL = 5.0  # seconds between progress lines on stderr
 
 # One engine call takes packets captured within BATCH_WINDOW seconds of the first, at most
 # BATCH_MAX of them, and decides them all at the clock of the latest.
@@ -43,6 +52,7 @@ LINKTYPE_IPV4, LINKTYPE_IPV6 = 228, 229
 LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2 = 113, 276
 ETHERTYPE_IP = (0x0800, 0x86DD)
 ETHERTYPE_VLAN = (0x8100, 0x88A8, 0x9100)  # 802.1Q, 802.1ad and the old QinQ tag
+PACKET_OUTGOING = 4  # the SLL/SLL2 packet type of a frame captured on its way out
 
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 TCP_FLAGS = "FSRPAUEC"  # bit 0 upwards, as tcpdump abbreviates them
@@ -63,6 +73,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="verify TCP/UDP/ICMP checksums (conntrack.checksum): a bad one is "
                              "invalid.  Only for captures from the wire: a sender's own capture "
                              "has checksums its NIC fills in later")
+    parser.add_argument("--summary", action="store_true",
+                        help="only the summary: counts, final connections, expectations")
+    parser.add_argument("--drops-only", action="store_true",
+                        help="of the packets, show only those dropped")
+    parser.add_argument("--local", action="append", default=[], metavar="ADDR",
+                        type=ipaddress.ip_address,
+                        help="an address of the firewall itself (repeatable): packets to or "
+                             "from it pass INPUT/OUTPUT, not FORWARD")
 
 
 # --- reading the capture --------------------------------------------------------------------
@@ -101,6 +119,16 @@ def l3_packet(linktype: int, frame: bytes) -> bytes | None:
     if len(frame) < offset or _u16(frame, type_at) not in ETHERTYPE_IP:
         return None
     return frame[offset:]
+
+
+def outgoing(linktype: int, frame: bytes) -> bool:
+    """Whether a Linux cooked frame was captured on its way out (`tcpdump -i any` records a
+    forwarded packet twice: in on one interface, out on another)."""
+    if linktype == LINKTYPE_LINUX_SLL:
+        return len(frame) >= 2 and _u16(frame, 0) == PACKET_OUTGOING
+    if linktype == LINKTYPE_LINUX_SLL2:
+        return len(frame) >= 11 and frame[10] == PACKET_OUTGOING
+    return False
 
 
 def _u16(data: bytes, offset: int) -> int:
@@ -187,15 +215,21 @@ class Decision:
     state: str        # one of _core.STATE_NAMES
     rule: str | None  # name of the matching rule, None for the default verdict
     exp_id: int       # journal id of the expectation a RELATED packet matched, 0 if none
+    not_queued: str | None = None  # why the daemon would never see it (then not decided)
 
 
 class Replayer:
     """Feeds frames to an engine; counts what it did; `now` is the clock of the last batch."""
 
     def __init__(self, eng: _core.Engine, rule_names: list[str], cfg: config.Config,
+                 local: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
                  checksums: bool = False) -> None:
         self.engine = eng
         self.flags = _core.IN_CSUM if checksums else 0  # as NFQUEUE's CSUM_NOTVERIFIED
+        self.hooks = cfg.queue.hooks
+        self.local = {a.packed for a in local}
+        self.not_queued: Counter[str] = Counter()  # frames the daemon would never see, by why
+        self.frames = 0
         self.rule_names = rule_names
         self.gc_interval = cfg.conntrack.gc_interval
         self.gc_budget = cfg.conntrack.buckets  # a GC pass offline sweeps the whole table
@@ -209,9 +243,15 @@ class Replayer:
         batch: list[tuple[int, bytes]] = []
         start = clock = 0.0  # capture time of the batch's first packet, latest time seen
         for index, (ts, linktype, frame) in enumerate(frames):
+            self.frames += 1
             l3 = l3_packet(linktype, frame)
             if l3 is None:
                 self.skipped += 1
+                continue
+            why = "outgoing copy" if outgoing(linktype, frame) else self._local_hook(l3)
+            if why:
+                self.not_queued[why] += 1
+                yield Decision(index, l3, "-", "-", None, 0, why)
                 continue
             # Frames of several interfaces may be slightly out of order: the clock never goes back.
             t = clock if ts is None else max(clock, ts)
@@ -240,6 +280,15 @@ class Replayer:
             self.dropped += not accepted
             yield Decision(index, l3, _core.VERDICT_NAMES[verdict], _core.STATE_NAMES[state],
                            self.rule_names[rule] if rule >= 0 else None, exp_id)
+
+    def _local_hook(self, l3: bytes) -> str | None:
+        """Why a packet to or from the firewall itself is not queued (its hook is not in
+        queue.hooks), or None."""
+        if not self.local:
+            return None
+        src, dst = (l3[12:16], l3[16:20]) if l3[0] >> 4 == 4 else (l3[8:24], l3[24:40])
+        hook = "INPUT" if dst in self.local else "OUTPUT" if src in self.local else None
+        return None if hook is None or hook in self.hooks else f"{hook}, not in queue.hooks"
 
     def _gc(self, now: float) -> None:
         """Run a GC pass whenever the capture clock crosses a gc_interval, as the daemon would."""
@@ -276,22 +325,17 @@ def main(args: argparse.Namespace) -> int:
     except config.ConfigError as err:
         print(f"fwd replay: config error: {err}", file=sys.stderr)
         return config.EXIT_CONFIG
-    replayer = Replayer(eng, rule_names, cfg, checksums=args.checksums)
+    replayer = Replayer(eng, rule_names, cfg, args.local, checksums=args.checksums)
+    progress_at = time.monotonic() + PROGRESS_INTERVAL
     try:
         for d in replayer.run(read_frames(args.capture)):
-            # A RELATED packet names what let it in: an expectation (and its helper), or
-            # none (an ICMP error about a tracked connection).
-            exp = replayer.expectation(d.exp_id) if d.state == "related" else None
-            if args.json:
-                record = {"index": d.index, "verdict": d.verdict, "state": d.state,
-                          "rule": d.rule}
-                if d.state == "related":
-                    record.update(helper=exp and exp["helper"], expectation=exp)
-                print(json.dumps(record))
-            else:
-                via = f" (via {_describe(exp)})" if exp else ""
-                print(f"{d.index:6d} {d.verdict:6s} {d.state:11s} {d.rule or '(default)':16s} "
-                      f"{summarize(d.l3)}{via}")
+            if time.monotonic() >= progress_at:
+                print(f"fwd replay: {replayer.frames} frames read, {replayer.packets} packets "
+                      f"decided ...", file=sys.stderr, flush=True)
+                progress_at = time.monotonic() + PROGRESS_INTERVAL
+            if args.summary or (args.drops_only and d.verdict != "drop"):
+                continue
+            _show(replayer, d, args.json)
     except CaptureError as err:
         print(f"fwd replay: {args.capture}: {err}", file=sys.stderr)
         return EXIT_CAPTURE
@@ -303,7 +347,8 @@ def main(args: argparse.Namespace) -> int:
                           "accepted": replayer.accepted, "dropped": replayer.dropped,
                           "skipped": replayer.skipped,
                           "bad_checksums": eng.stats()["ct"]["invalid_checksum"],
-                          "fragments": dict(replayer.defrag.stats), "connections": conns,
+                          "fragments": dict(replayer.defrag.stats),
+                          "not_queued": dict(replayer.not_queued), "connections": conns,
                           "expectations_created": created}))
         return 0
     print(f"{replayer.packets} packets: {replayer.accepted} accepted, {replayer.dropped} dropped;"
@@ -313,6 +358,9 @@ def main(args: argparse.Namespace) -> int:
     if replayer.defrag.stats:
         print("fragments: " + ", ".join(f"{n} {what}"
                                         for what, n in sorted(replayer.defrag.stats.items())))
+    if replayer.not_queued:
+        print(f"{sum(replayer.not_queued.values())} packets fwd would never see (not decided): "
+              + ", ".join(f"{n} {why}" for why, n in sorted(replayer.not_queued.items())))
     print(f"{len(conns)} connections at the end of the capture:")
     for c in conns:
         if c["proto"] in ("icmp", "icmpv6"):  # the engine gives the echo id and type as ports
@@ -324,6 +372,26 @@ def main(args: argparse.Namespace) -> int:
     for x in created:
         print(f"  {_describe(x)} {x['end']}")
     return 0
+
+
+def _show(replayer: Replayer, d: Decision, as_json: bool) -> None:
+    """One packet's line: its decision, or why fwd would not see it."""
+    if d.not_queued:
+        print(json.dumps({"index": d.index, "not_queued": d.not_queued}) if as_json else
+              f"{d.index:6d} (not queued: {d.not_queued}) {summarize(d.l3)}")
+        return
+    # A RELATED packet names what let it in: an expectation (and its helper), or none (an
+    # ICMP error about a tracked connection).
+    exp = replayer.expectation(d.exp_id) if d.state == "related" else None
+    if as_json:
+        record = {"index": d.index, "verdict": d.verdict, "state": d.state, "rule": d.rule}
+        if d.state == "related":
+            record.update(helper=exp and exp["helper"], expectation=exp)
+        print(json.dumps(record))
+    else:
+        via = f" (via {_describe(exp)})" if exp else ""
+        print(f"{d.index:6d} {d.verdict:6s} {d.state:11s} {d.rule or '(default)':16s} "
+              f"{summarize(d.l3)}{via}")
 
 
 def _describe(x: dict) -> str:

@@ -279,13 +279,13 @@ def test_missing_file(tmp_path):
     assert "No such file" in err.value.message
 
 
-def test_toml_syntax_error_gives_the_line(tmp_path):
+def test_toml_syntax_error_gives_file_line_and_column(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("[queue]\nnum = 1\nhooks = [FORWARD]\n")
     with pytest.raises(ConfigError) as err:
         config.load(path)
     assert err.value.key == "(file)"
-    assert "not valid TOML" in err.value.message and "line 3" in err.value.message
+    assert err.value.message == f"{path}:3:10: not valid TOML: Invalid value"
 
 
 def test_not_utf8(tmp_path):

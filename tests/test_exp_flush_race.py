@@ -8,6 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["tests/c/exp_flush_race.c", "csrc/fwd_expect.c", "csrc/fwd_ct_table.c",
+           "csrc/fwd_ct_events.c",
            "csrc/fwd_lock.c", "csrc/fwd_packet.c"]
 # The previous code left an expectation behind about once in a few thousand rounds here.
 ROUNDS = 100000

@@ -4,7 +4,10 @@ exporter, and the [metrics]/[control] config sections."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -56,7 +59,8 @@ def test_scrape_reflects_traffic():
         echo(C4, S4, 7),
         tcp(C4, S4, 40001, 22, "FA"),                   # FIN, no connection: invalid, default accept
     ), 1.0)
-    s = scrape(eng, {3: {"packets": 8, "batches": 1}})
+    s = scrape(eng, {3: {"packets": 8, "batches": 1, "stalled": False},
+                     4: {"packets": 0, "batches": 0, "stalled": True}})
 
     assert value(s, "fwd_build_info", version=__version__) == 1
     assert value(s, "fwd_conntrack_entries") == 3
@@ -78,6 +82,8 @@ def test_scrape_reflects_traffic():
     assert value(s, "fwd_verdicts_total", rule="(default)", verdict="accept") == 5
     assert value(s, "fwd_queue_packets_total", queue="3") == 8
     assert value(s, "fwd_queue_batches_total", queue="3") == 1
+    assert value(s, "fwd_worker_stalled", queue="3") == 0
+    assert value(s, "fwd_worker_stalled", queue="4") == 1
     assert value(s, "fwd_lock_acquisitions_total", **{"class": "shard"}) > 0
     assert value(s, "fwd_locks", **{"class": "shard"}) == 16
 
@@ -180,7 +186,7 @@ def test_exporter_serves_http():
     eng = new_engine()
     exporter = metrics.Exporter("127.0.0.1", 0, lambda: metrics.snapshot(eng, POLICY))
     try:
-        port = exporter.server.server_port
+        port = exporter.port
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         assert f'fwd_build_info{{version="{__version__}"}} 1.0' in text
@@ -189,6 +195,53 @@ def test_exporter_serves_http():
         exporter.close()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def get(port: int, path: str = "/metrics") -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_exporter_under_idle_and_hostile_clients():
+    """Hundreds of idle connections pin neither threads nor memory and do not lock scrapes out;
+    a client that stops mid-request is closed after the timeout; an endless header is refused."""
+    eng = new_engine()
+    threads_before = threading.active_count()
+    exporter = metrics.Exporter("127.0.0.1", 0, lambda: metrics.snapshot(eng, POLICY),
+                                timeout=1.0)
+    idle: list[socket.socket] = []
+    try:
+        for i in range(300):
+            s = socket.create_connection(("127.0.0.1", exporter.port))
+            s.sendall(b"GET /metr")  # and nothing more
+            idle.append(s)
+            if i % 50 == 49:  # scrapes are served all along, promptly
+                started = time.monotonic()
+                status, text = get(exporter.port)
+                assert status == 200 and "fwd_build_info" in text
+                assert time.monotonic() - started < 1.0
+        assert threading.active_count() - threads_before <= 2  # the loop and the scraper
+        assert len(exporter._clients) <= metrics.MAX_CLIENTS
+        assert exporter.refused >= 300 - metrics.MAX_CLIENTS
+        # The most recent idle connection is closed after `timeout` without an answer.
+        idle[-1].settimeout(5)
+        started = time.monotonic()
+        assert idle[-1].recv(100) == b""
+        assert 0.5 < time.monotonic() - started < 3
+        # An endless request header: 431, not an ever-growing buffer.
+        with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nX-Junk: " + b"a" * (2 * metrics.MAX_REQUEST))
+            assert s.recv(100).startswith(b"HTTP/1.1 431 ")
+        assert get(exporter.port)[0] == 200
+        assert get(exporter.port, "/other")[0] == 404
+    finally:
+        for s in idle:
+            s.close()
+        exporter.close()
+    assert threading.active_count() == threads_before
 
 
 # --- [metrics] and [control] config ----------------------------------------------------------
@@ -227,3 +280,33 @@ def test_observability_defaults():
     assert cfg.metrics.listen == "127.0.0.1:9477"
     assert cfg.control.socket == "/run/fwd/fwd.sock"
     assert config.parse({"control": {"socket": ""}}).control.socket == ""
+
+
+def test_dashboard_puts_what_an_operator_looks_at_first():
+    """The first row answers "is fwd doing its job": verdicts, every kind of drop, table fill,
+    queue health (length, stalled workers, failed reload); lock internals come last."""
+    import json
+    from pathlib import Path
+
+    dash = json.loads((Path(__file__).parents[1] / "etc" / "grafana-fwd.json").read_text())
+    rows: list[tuple[str, list[str]]] = []
+    for p in dash["panels"]:
+        if p["type"] == "row":
+            rows.append((p["title"], []))
+        else:
+            rows[-1][1].extend(t["expr"] for t in p["targets"])
+    first = " ".join(rows[0][1])
+    for metric in ("fwd_verdicts_total", "fwd_queue_kernel_drops_total", "fwd_conntrack_drop_total",
+                   "fwd_expect_refused_total", "fwd_conntrack_max_entries", "fwd_queue_length",
+                   "fwd_worker_stalled", "fwd_config_last_reload_success"):
+        assert metric in first, metric
+    assert "fwd_lock" not in first
+    assert rows[-1][0].startswith("Locks") and all("fwd_lock" not in e for _, exprs in rows[:-1]
+                                                   for e in exprs)
+    # Panels sit below their row and never overlap.
+    cells = set()
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        new = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not new & cells and g["x"] + g["w"] <= 24, p["title"]
+        cells |= new

@@ -107,7 +107,8 @@ def test_json_shape_and_skipped_frames(tmp_path, capsys, config):
     assert all(set(r) == {"index", "verdict", "state", "rule"} for r in records)
     assert decisions(records) == [("accept", "new", "from-client"), ("drop", "new", None)]
     assert set(summary) == {"summary", "packets", "accepted", "dropped", "skipped", "fragments",
-                            "bad_checksums", "connections", "expectations_created"}
+                            "bad_checksums", "not_queued", "connections",
+                            "expectations_created"}
     assert summary["expectations_created"] == []  # no helper configured
     assert (summary["packets"], summary["accepted"], summary["dropped"],
             summary["skipped"]) == (2, 1, 1, 2)
@@ -224,3 +225,42 @@ def test_checksums_verified_only_with_the_option(tmp_path, capsys, config):
     assert decisions(records)[:4] == [("accept", "new", "from-client"), ESTABLISHED, ESTABLISHED,
                                       ("drop", "invalid", None)]
     assert summary["bad_checksums"] == 1
+
+
+def test_summary_drops_only_and_frames_never_queued(tmp_path, capsys, config, monkeypatch):
+    """A `tcpdump -i any` capture on the firewall: the outgoing copy of each forwarded packet,
+    and (with --local) traffic to the firewall itself, are reported apart, not decided."""
+    from fwd import replay
+
+    fw = "10.0.1.1"
+
+    def cooked(pkt, outgoing=False):
+        return CookedLinux(pkttype=4 if outgoing else 0, proto=0x0800) / pkt
+
+    inbound = IP(src=SERVER, dst=CLIENT) / UDP(sport=53, dport=5353)  # new from outside: drop
+    session = tcp_session()
+    frames = [cooked(session[0]), cooked(session[0], outgoing=True), cooked(inbound),
+              cooked(IP(src=CLIENT, dst=fw) / ICMP()), cooked(session[1])]
+    capture = write_capture(tmp_path / "any.pcap", frames)
+    args = ["replay", capture, "--config", config, "--local", fw]
+
+    assert cli.main([*args, "--drops-only"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    packets = [line for line in out if line[:6].strip().isdigit()]
+    assert [line.split()[:2] for line in packets] == [["2", "drop"]]
+    assert "3 packets: 2 accepted, 1 dropped; 0 non-IP frames skipped" in out
+    assert ("2 packets fwd would never see (not decided): 1 INPUT, not in queue.hooks, "
+            "1 outgoing copy") in out
+
+    assert cli.main([*args, "--summary"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "3 packets: 2 accepted, 1 dropped; 0 non-IP frames skipped"
+
+    records, summary = replay_json(capsys, capture, config)  # no --local: INPUT not known
+    assert summary["not_queued"] == {"outgoing copy": 1}
+    assert {"index": 1, "not_queued": "outgoing copy"} in records
+
+    # Progress on stderr for long captures (here: every frame).
+    monkeypatch.setattr(replay, "PROGRESS_INTERVAL", 0.0)
+    assert cli.main([*args, "--summary"]) == 0
+    assert "fwd replay: 5 frames read, 3 packets decided ..." in capsys.readouterr().err

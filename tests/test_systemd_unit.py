@@ -70,6 +70,19 @@ def test_lifecycle_settings():
     assert unit["RestrictAddressFamilies"] == ["AF_NETLINK AF_UNIX AF_INET AF_INET6"]
 
 
+def test_resource_ceilings_fit_what_fwd_can_use():
+    """TasksMax holds every thread fwd may start (see the unit's comment); MemoryMax holds the
+    default table full with room to spare."""
+    from fwd import config
+
+    unit = settings(UNIT)
+    threads = 1 + config.MAX_QUEUES + 2 + 32 + 4  # main, workers, metrics, executor, libuv
+    assert threads <= int(unit["TasksMax"][0])
+    mib = {k: int(unit[k][0].rstrip("M")) for k in ("MemoryHigh", "MemoryMax")}
+    full_table = config.ConntrackConfig().max_entries * 180 / 2**20 + 30  # measured, MiB
+    assert 2 * full_table < mib["MemoryHigh"] < mib["MemoryMax"]
+
+
 # --- fwd check-config ---------------------------------------------------------------------
 
 def check_config(path: Path, **env: str) -> subprocess.CompletedProcess:

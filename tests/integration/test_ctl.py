@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,8 +99,8 @@ def test_list_and_filters(traffic):
     line, = text.stdout.splitlines()
     timeout = re.fullmatch(
         f"udp      17 ([0-9]+) src={CLIENT4} dst={SERVER4} sport={sport} dport={UDP_PORT} "
-        f"packets=1 src={SERVER4} dst={CLIENT4} sport={UDP_PORT} dport={sport} packets=1",
-        line)
+        f"packets=1 src={SERVER4} dst={CLIENT4} sport={UDP_PORT} dport={sport} packets=1 "
+        r"use=1", line)
     # One exchange, not a stream (that takes traffic 2 s after the start): udp's 30 s.
     assert timeout and 0 < int(timeout[1]) <= 30, line
     assert text.stderr == "fwd ctl: 1 flow entries have been shown.\n"
@@ -235,6 +238,22 @@ def test_socket_from_config(tmp_path):
     assert "control.socket: is empty (disabled)" in done.stderr
 
 
+def test_ctl_with_an_error_elsewhere_in_the_config(fwd):
+    """A mistake in another section (being fixed while fwd runs the old file) does not keep
+    fwd ctl from reaching the daemon; a TOML syntax error says where it is."""
+    cfg = fwd.config.parent / "edited.toml"
+    cfg.write_text(f'[policy]\ndefault = "maybe"\n[control]\nsocket = "{fwd.socket}"\n')
+    done = subprocess.run([sys.executable, "-m", "fwd", "ctl", "--config", str(cfg), "stats",
+                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["health"] == "ok"
+    cfg.write_text('[control]\nsocket = \n')
+    done = subprocess.run([sys.executable, "-m", "fwd", "ctl", "--config", str(cfg), "stats"],
+                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stderr) == (
+        78, f"fwd ctl: config error: (file): {cfg}:2:10: not valid TOML: Invalid value\n")
+
+
 # --- output format, no daemon needed ------------------------------------------------------------
 
 def conn(**kw) -> dict:
@@ -255,14 +274,36 @@ def conn(**kw) -> dict:
     (conn(proto=58, family=6, src="fd00::1", dst="fd00::2", reply_src="fd00::2",
           reply_dst="fd00::1", sport=7, dport=128, reply_sport=7, reply_dport=129,
           state="REPLIED", assured=False, timeout=12),
-     "icmpv6   58 12 src=fd00::1 dst=fd00::2 type=128 id=7 packets=3 src=fd00::2 dst=fd00::1 "
-     "type=129 id=7 packets=2"),
+     "icmpv6   58 12 src=fd00::1 dst=fd00::2 type=128 code=0 id=7 packets=3 src=fd00::2 "
+     "dst=fd00::1 type=129 code=0 id=7 packets=2"),
+    (conn(proto=17, helper="sip", use=2),
+     "udp      17 431999 src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=80 packets=3 "
+     "src=10.0.0.2 dst=10.0.0.1 sport=80 dport=40000 packets=2 [ASSURED] helper=sip use=2"),
     (conn(proto=47, sport=0, dport=0, reply_sport=0, reply_dport=0, state="REPLIED",
           assured=False, timeout=599),
      "unknown  47 599 src=10.0.0.1 dst=10.0.0.2 packets=3 src=10.0.0.2 dst=10.0.0.1 packets=2"),
 ])
 def test_format_connection(c, line):
     assert control.format_connection(c) == line
+    family = "ipv6     10" if c["family"] == 6 else "ipv4     2"
+    assert control.format_connection(c, extended=True) == f"{family} {line}"
+
+
+def test_format_expectation():
+    x = dict(timeout=179.5, proto="udp", family=4, src=None, dst="10.0.0.1", sport=None, dport=4000,
+             flags=["permanent", "inactive"], **{"class": "signalling"}, helper="sip",
+             master=dict(src="10.0.0.1", dst="10.0.0.2", sport=5060, dport=5060))
+    assert control.format_expectation(x) == (
+        "179 proto=17 src=0.0.0.0 dst=10.0.0.1 sport=0 dport=4000 mask-src=0.0.0.0 "
+        "mask-dst=255.255.255.255 sport=0 dport=65535 master-src=10.0.0.1 master-dst=10.0.0.2 "
+        "sport=5060 dport=5060 PERMANENT INACTIVE class=signalling helper=sip")
+    x.update(family=6, src="fd00::2", dst="fd00::1", sport=1234, flags=[],
+             master=dict(src="fd00::1", dst="fd00::2", sport=5060, dport=5060))
+    assert control.format_expectation(x) == (
+        "179 proto=17 src=fd00::2 dst=fd00::1 sport=1234 dport=4000 "
+        "mask-src=ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff "
+        "mask-dst=ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff sport=65535 dport=65535 "
+        "master-src=fd00::1 master-dst=fd00::2 sport=5060 dport=5060 class=signalling helper=sip")
 
 
 def test_listen_takes_only_a_free_or_stale_path(tmp_path):
@@ -302,9 +343,42 @@ def test_expectations_list_and_flush(start_fwd, topo):
                         (SERVER4, CLIENT4, 40001, "audio", "sip")]
     text = ctl(fwd, "expect", "list")
     assert re.match(rf"\d+ proto=17 src={SERVER4} dst={CLIENT4} sport=0 dport=4000[01] "
+                    r"mask-src=255.255.255.255 mask-dst=255.255.255.255 sport=0 dport=65535 "
                     rf"master-src={CLIENT4} master-dst={SERVER4} sport=5060 dport=5060 "
                     r"class=audio helper=sip$", text.stdout.splitlines()[0])
+    # The SIP connection carries its helper; the helper filter finds it, in C.
+    (sip,) = json.loads(ctl(fwd, "conntrack", "list", "--helper", "sip", "-o", "json").stdout)
+    assert (sip["dport"], sip["helper"]) == (5060, "sip")
+    assert "helper=sip use=" in ctl(fwd, "conntrack", "list", "-p", "udp").stdout
     assert "2 expectations have been shown" in text.stderr
     done = ctl(fwd, "expect", "flush")
     assert (done.returncode, done.stdout) == (0, "fwd ctl: 2 expectations have been deleted.\n")
     assert json.loads(ctl(fwd, "expect", "list", "--json").stdout) == []
+
+
+def test_events_like_conntrack_E(fwd, topo):
+    """fwd ctl conntrack events prints NEW and DESTROY as they happen; ^C ends it cleanly."""
+    events = subprocess.Popen([sys.executable, "-m", "fwd", "ctl", "--socket", str(fwd.socket),
+                               "conntrack", "events"], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        # Pings until the first shows (the client may take a moment to start listening).
+        deadline = time.monotonic() + 15
+        while not select.select([events.stdout], [], [], 0.5)[0]:
+            assert time.monotonic() < deadline and events.poll() is None, events.stderr.read()
+            topo.run(topo.client, ["ping", "-c", "1", "-W", "2", SERVER4])
+        new = events.stdout.readline()
+        assert re.fullmatch(rf"    \[NEW\] icmp     1 \d+ src={CLIENT4} dst={SERVER4} type=8 "
+                            rf"code=0 id=\d+ packets=1 \[UNREPLIED\] src={SERVER4} "
+                            rf"dst={CLIENT4} type=0 code=0 id=\d+ packets=0 use=\d+\n", new), new
+        assert ctl(fwd, "conntrack", "flush").returncode == 0
+        gone = events.stdout.readline()
+        assert re.fullmatch(rf"\[DESTROY\] icmp     1 src={CLIENT4} dst={SERVER4} type=8 "
+                            r".* packets=1 .*\n", gone), gone
+        events.send_signal(signal.SIGINT)
+        assert events.wait(10) == 0
+        assert "Traceback" not in events.stderr.read()
+    finally:
+        if events.poll() is None:
+            events.kill()
+            events.wait()

@@ -76,3 +76,12 @@ def test_lab_then_replay_agrees_with_daemon(tmp_path):
         record = candidates.pop(0)
         assert (record["verdict"], record["state"], record["rule"]) == \
                (entry["verdict"], entry["state"], entry["rule"]), (n, entry, record)
+
+
+def test_lab_write_config_to_an_unwritable_place(tmp_path):
+    """A user error, not a traceback: nothing is started, exit 1."""
+    target = tmp_path / "missing" / "fwd.toml"
+    done = fwd("lab", "--write-config", str(target), timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (f"fwd lab: cannot write the configuration: {target}: "
+                           "No such file or directory\n")

@@ -107,6 +107,18 @@ def test_a_queue_with_a_listener_cannot_be_bound_twice(topo):
     first.finish()
 
 
+def test_daemon_says_who_holds_its_queue(start_fwd, topo):
+    holder = Consumer(topo, queues=[3])  # the daemon's queue (conftest.QUEUE_NUM)
+    holder.ready()
+    try:
+        fwd = start_fwd(ready=False)
+        assert fwd.stop(None, timeout=20) == 1
+        assert "queue 3 is bound by another process (netlink port id " in fwd.stderr()
+        assert "is another fwd running?" in fwd.stderr() and "Traceback" not in fwd.stderr()
+    finally:
+        holder.finish()
+
+
 @pytest.mark.parametrize("bypass,expect", [(True, 50), (False, 0)])
 def test_after_stop_the_rule_decides(topo, bypass, expect):
     iptables(topo, "-A", "FORWARD", "-j", "NFQUEUE", "--queue-num", "5",
