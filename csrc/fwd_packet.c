@@ -383,6 +383,9 @@ bool fwd_pkt_csum_bad(const struct fwd_pkt *p, const uint8_t *data)
 		break;
 	case IPPROTO_UDPLITE_:
 		cover = rd16(l4 + 4) ? rd16(l4 + 4) : len; /* coverage, 0 = all; the parser checked */
+		/* As the kernel's udplite_error, which sums the pseudo-header with protocol 17 (UDP),
+		 * not RFC 3828's 136: fwd must not pass what the kernel drops (README, deviations). */
+		pseudo[7] = IPPROTO_UDP_;
 		break;
 	default:
 		return false;

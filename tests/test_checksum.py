@@ -103,11 +103,12 @@ def test_rst_with_bad_checksum_leaves_the_connection_alone():
     assert conn["state"] == "CLOSE"
 
 
-def udplite(payload: bytes = b"lite data") -> bytes:
-    """A UDP-Lite datagram (protocol 136) whose checksum covers all of it (coverage 0)."""
+def udplite(payload: bytes = b"lite data", pseudo_proto: int = 17) -> bytes:
+    """A UDP-Lite datagram (protocol 136) whose checksum covers all of it (coverage 0), summed
+    with `pseudo_proto` in the pseudo-header: 17 as this kernel checks it, 136 as RFC 3828."""
     hdr = struct.pack("!HHHH", 5000, 5001, 0, 0)
     ip = IP(src=C4, dst=S4, proto=136)
-    csum = in4_chksum(136, ip, hdr + payload)
+    csum = in4_chksum(pseudo_proto, ip, hdr + payload)
     return raw(ip / (hdr[:6] + struct.pack("!H", csum) + payload))
 
 
@@ -115,8 +116,10 @@ def test_udplite_checksum_and_coverage():
     e = engine()
     good = udplite()
     assert verdicts(e, [corrupt(good, 9)]) == [INV]
+    # The kernel drops an RFC 3828 checksum (protocol 136 summed), so fwd does too.
+    assert verdicts(e, [udplite(pseudo_proto=136)]) == [INV]
     assert verdicts(e, [good]) == [NEW]
-    assert e.stats()["ct"]["invalid_checksum"] == 1
+    assert e.stats()["ct"]["invalid_checksum"] == 2
     # Malformed whether or not the checksum is to be verified (the kernel's udplite_error).
     zero = bytearray(good)
     zero[26:28] = b"\0\0"  # UDP-Lite must carry a checksum
@@ -126,4 +129,4 @@ def test_udplite_checksum_and_coverage():
     short[24:26] = struct.pack("!H", 7)  # coverage shorter than the header
     assert verdicts(e, [bytes(zero), bytes(beyond), bytes(short)], flags=0) == [INV] * 3
     assert e.stats()["ct"]["invalid_malformed"] == 3
-    assert e.stats()["ct"]["invalid_checksum"] == 1
+    assert e.stats()["ct"]["invalid_checksum"] == 2

@@ -9,10 +9,14 @@ fwd.netns plus one extra host on each side (kernel.py routes to them).
 from __future__ import annotations
 
 import random
+import struct
 from dataclasses import dataclass, field
 
 from scapy.all import (ICMP, IP, TCP, UDP, ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoRequest,
                        ICMPv6PacketTooBig, ICMPv6TimeExceeded, IPv6, IPv6ExtHdrFragment, raw)
+
+from scapy.layers.inet import in4_chksum
+from scapy.layers.inet6 import in6_chksum
 
 from fwd.netns import CLIENT4, CLIENT6, SERVER4, SERVER6
 
@@ -92,6 +96,23 @@ def udp(family: int, side: str, sport: int, dport: int = 53, data: bytes = b"q",
     c, s = ADDR[family]
     src, dst, sp, dp = (c, s, sport, dport) if side == "c" else (s, c, dport, sport)
     return Step(side, raw(l3(src, dst) / UDP(sport=sp, dport=dp) / data), what or f"udp {side}")
+
+
+def udplite(family: int, side: str, sport: int, pseudo_proto: int = 17) -> Step:
+    """A UDP-Lite datagram (protocol 136, full coverage) whose checksum is summed with
+    `pseudo_proto` in the pseudo-header: 17 is what this kernel verifies, 136 is RFC 3828."""
+    c, s = ADDR[family]
+    src, dst, sp, dp = (c, s, sport, 5001) if side == "c" else (s, c, 5001, sport)
+    hdr, data = struct.pack("!HHHH", sp, dp, 0, 0), b"lite"
+    ip = l3(src, dst)
+    if family == 6:
+        ip.nh = 136
+    else:
+        ip.proto = 136
+    sumfn = in6_chksum if family == 6 else in4_chksum
+    csum = sumfn(pseudo_proto, ip, hdr + data)
+    return Step(side, raw(ip / (hdr[:6] + struct.pack("!H", csum) + data)),
+                f"udplite {side} sum{pseudo_proto}")
 
 
 def echo(family: int, side: str, ident: int, reply: bool = False) -> Step:
@@ -301,6 +322,9 @@ def named(family: int, port0: int) -> list[Sequence]:
     p = next(ports)
     add("bad-checksum-udp", [bad_checksum(udp(family, "c", p)), udp(family, "c", p),
                              bad_checksum(udp(family, "s", p)), udp(family, "s", p)])
+    p = next(ports)
+    add("udplite-checksums", [udplite(family, "c", p, pseudo_proto=136), udplite(family, "c", p),
+                              udplite(family, "s", p, pseudo_proto=136), udplite(family, "s", p)])
     ident = next(ports)
     er = echo(family, "c", ident)
     add("bad-checksum-icmp", [bad_checksum(er), er,
