@@ -23,11 +23,11 @@ RULES = [
 NS = 10**9
 
 
-def h323_helper(on_error=1, gkrouted_only=1, callforward_filter=1):
+def h323_helper(on_error=1, gkrouted_only=1, callforward_filter=1, newer_versions=0):
     classes = {"signalling": (32, 240.0), "h245": (2, 240.0), "media": (16, 240.0),
                "t120": (2, 240.0)}
     knobs = {"default_rrq_ttl": 300 * NS, "gkrouted_only": gkrouted_only,
-             "callforward_filter": callforward_filter}
+             "callforward_filter": callforward_filter, "newer_versions": newer_versions}
     return HelperSpec("h323", on_error, classes, knobs, [(17, 1719, 1719), (6, 1720, 1720)])
 
 
@@ -149,7 +149,7 @@ def test_full_call_fast_start_h245_channel_and_logical_channels():
         == [("established", 1)]
     assert pinholes(e) == [("tcp", B, A, 5000, "h245", ()),
                            ("udp", B, A, 6000, "media", ()), ("udp", B, A, 6001, "media", ())]
-    q.send(B, h.tpkt(h.q931("connect", h245=(B, 5001))))
+    q.send(B, h.tpkt(h.q931("callProceeding", h245=(B, 5001))))
     assert ("tcp", A, B, 5001, "h245", ()) in pinholes(e)
     # RTP from the callee to the caller's fastStart channel: related.
     assert run(e, udp(B, A, 7000, 6000)) == [("related", 1)]
@@ -197,7 +197,7 @@ def test_tunnelled_h245_and_tpkt_split_across_segments():
     e = engine()
     q = Tcp(e, A, B, 40000, 1720)
     stream = (h.tpkt(h.q931("setup", tunnel=[h.h245_tcs()]))
-              + h.tpkt(h.q931("connect", tunnel=[h.h245_olc(lcn=1, media=(A, 6000))])))
+              + h.tpkt(h.q931("callProceeding", tunnel=[h.h245_olc(lcn=1, media=(A, 6000))])))
     for i in range(0, len(stream), 7):  # 7-byte segments, A's side only for the test
         assert q.send(A, stream[i:i + 7]) == [("established", 1)]
     assert pinholes(e) == [("udp", B, A, 6000, "media", ()), ("udp", B, A, 6001, "media", ())]
@@ -220,6 +220,35 @@ def test_call_forwarding_only_without_callforward_filter():
         q = Tcp(e, B, A, 40000, 1720)  # B calls A; A forwards to GK's address
         q.send(A, h.tpkt(h.q931("facility", forward=(GK, 1720))))
         assert pinholes(e) == want
+
+
+def test_what_the_kernel_misreads_opens_nothing_unless_newer_versions():
+    """A current (H.225.0 v7) encoder's Connect and Alerting carry an extension bitmap one
+    longer than the kernel's tables (displayName, absent here); the kernel misreads them and
+    opens nothing, and so does fwd unless newer_versions.  Likewise a tunnelled
+    OpenLogicalChannelAck whose h2250LogicalChannelAckParameters carry an addition the kernel
+    knows (portNumber) and so a bitmap reaching one it does not (multiplePayloadStream).  A
+    CallProceeding has no addition past the kernel's table: read either way."""
+    fs = [h.olc(lcn=1, media=(A, 6000))]
+    olca = h._aper(h.H.MultimediaSystemControlMessage, ("response", ("openLogicalChannelAck", {
+        "forwardLogicalChannelNumber": 1, "forwardMultiplexAckParameters": (
+            "h2250LogicalChannelAckParameters", {"mediaChannel": h.h245_ta(A, 6000),
+                                                 "portNumber": 6000})})))
+    x691 = [("tcp", B, A, 5000, "h245", ()), ("udp", B, A, 6000, "media", ()),
+            ("udp", B, A, 6001, "media", ())]
+    for msg, want in ((h.q931("connect", h245=(A, 5000), fast_start=fs), x691),
+                      (h.q931("alerting", h245=(A, 5000), fast_start=fs), x691),
+                      (h.q931("callProceeding", tunnel=[olca]), x691[1:])):
+        for newer, want_default in ((1, want), (0, [])):
+            e = engine(newer_versions=newer)
+            q = Tcp(e, B, A, 40000, 1720)
+            assert q.send(A, h.tpkt(msg)) == [("established", 1)]
+            assert pinholes(e) == want_default, (msg, newer)
+            assert e.stats()["helpers"][0]["parse_errors"] == 0
+    e = engine()
+    Tcp(e, B, A, 40000, 1720).send(A, h.tpkt(h.q931("callProceeding", h245=(A, 5000),
+                                                    fast_start=fs)))
+    assert pinholes(e) == x691
 
 
 def test_ipv6_call():
@@ -254,7 +283,7 @@ def test_shipped_h323_file_loads_with_the_kernel_defaults():
     assert dict(h323.policy) == {"signalling": (32, 240), "h245": (2, 240), "media": (16, 240),
                                  "t120": (2, 240)}
     assert dict(h323.knobs) == {"default_rrq_ttl": 300, "gkrouted_only": True,
-                                "callforward_filter": True}
+                                "callforward_filter": True, "newer_versions": False}
     t = compile_helper(h323)
     assert t[:4] == h323_helper()[:4]
     # Every transport on every port, as the framework binds today (UDP 1720 is read as RAS,

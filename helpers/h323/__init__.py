@@ -18,4 +18,5 @@ KNOBS = {
     "default_rrq_ttl": ("seconds", 300.0),  # registration lifetime when an RRQ names none
     "gkrouted_only": ("bool", True),        # calls to a registered endpoint only from its GK
     "callforward_filter": ("bool", True),   # true: no pinholes for forwarded calls
+    "newer_versions": ("bool", False),      # true: read what the kernel misreads (X.691)
 }

@@ -16,7 +16,9 @@
  *  - H.245 (TCP, expected by Q.931): OpenLogicalChannel and OpenLogicalChannelAck expect RTP and
  *    RTCP (the even port and the next) for each media channel address, and T.120 (permanent).
  * Every announced address must be the sender's own and of the connection's family; the other
- * endpoint is the only source allowed.  No global state: the decoder runs on the worker's stack.
+ * endpoint is the only source allowed.  A message the kernel misreads (an extension bitmap
+ * longer than its tables know, see gen_tables.py KERNEL_KNOWS) opens nothing, as there,
+ * unless newer_versions.  No global state: the decoder runs on the worker's stack.
  */
 #include "fwd_helper_api.h"
 #include "fwd_h323_parse.h"
@@ -27,11 +29,12 @@
 
 enum { CLS_SIGNALLING, CLS_H245, CLS_MEDIA, CLS_T120, H323_CLASSES };
 /* Knobs, set by name from etc/helpers.d/h323.toml by the Python side (helpers/h323/__init__.py). */
-enum { KNOB_DEFAULT_RRQ_TTL_NS, KNOB_GKROUTED_ONLY, KNOB_CALLFORWARD_FILTER, H323_KNOBS };
+enum { KNOB_DEFAULT_RRQ_TTL_NS, KNOB_GKROUTED_ONLY, KNOB_CALLFORWARD_FILTER, KNOB_NEWER_VERSIONS,
+       H323_KNOBS };
 
 static const char *const class_names[H323_CLASSES] = { "signalling", "h245", "media", "t120" };
 static const char *const knob_names[H323_KNOBS] = { "default_rrq_ttl", "gkrouted_only",
-						    "callforward_filter" };
+						    "callforward_filter", "newer_versions" };
 
 enum { KIND_UNKNOWN, KIND_RAS, KIND_Q931, KIND_H245 };
 /* The `call` of the Q.931 expectation an RRQ opens: the RCF sets the lifetime of this one only
@@ -123,6 +126,13 @@ static int expect_t120(struct fwd_helper_ctx *ctx, const struct fwd_h323_item *i
 	return expect(ctx, CLS_T120, 6, &ctx->tuple->dst, &a, it->port, FWD_EXP_PERMANENT, 0);
 }
 
+/* The kernel misreads the message (see fwd_per_result) and so opens nothing for it; fwd does
+ * the same unless newer_versions. */
+static bool kernel_ignores(const struct fwd_helper_ctx *ctx, const struct fwd_h323_msg *m)
+{
+	return m->kernel_misreads && !ctx->knobs[KNOB_NEWER_VERSIONS];
+}
+
 static bool group_has(const struct fwd_h323_msg *m, unsigned from, unsigned to, uint16_t field)
 {
 	for (unsigned i = from; i < to; i++)
@@ -192,6 +202,8 @@ static int q931_message(struct fwd_helper_ctx *ctx, const struct fwd_h323_msg *m
 	union fwd_addr a;
 
 	fwd_helper_count(ctx, FWD_HELPER_messages, 1);
+	if (kernel_ignores(ctx, m))
+		return 0;
 	if (find(m, H323_F_CALL_FORWARDED)) {
 		/* A forwarded call: only its second leg, to the alternative address.  fwd has no
 		 * routing view to tell whether both parties are on one side, so with
@@ -223,7 +235,8 @@ static int on_tpkt(const uint8_t *p, size_t len, void *arg)
 		r = fwd_h323_parse_h245(p, len, &m);
 		if (r > 0) {
 			fwd_helper_count(ctx, FWD_HELPER_messages, 1);
-			r = h245_channels(ctx, &m, true);
+			if (!kernel_ignores(ctx, &m))
+				r = h245_channels(ctx, &m, true);
 		}
 	} else {
 		r = fwd_h323_parse_q931(p, len, &m);
@@ -259,6 +272,8 @@ static int ras_message(struct fwd_helper_ctx *ctx, struct h323_conn *c,
 	union fwd_addr a;
 
 	fwd_helper_count(ctx, FWD_HELPER_messages, 1);
+	if (kernel_ignores(ctx, m))
+		return 0;
 	if (find(m, H323_F_RRQ))
 		return ras_rrq(ctx, c, m);
 	if (find(m, H323_F_RCF)) {

@@ -16,6 +16,7 @@ static int decode_into(uint16_t root, const uint8_t *p, size_t len, struct fwd_h
 
 	if (n < 0)
 		return n;
+	m->kernel_misreads |= r.kernel_misreads;
 	for (unsigned i = 0; i < r.nhits; i++) {
 		const struct fwd_per_hit *h = &r.hit[i];
 		struct fwd_h323_item *it;
@@ -51,6 +52,7 @@ static int parse(uint16_t root, const uint8_t *p, size_t len, struct fwd_h323_ms
 
 	m->q931_type = 0;
 	m->nitems = 0;
+	m->kernel_misreads = false;
 	return decode_into(root, p, len, m, &groups);
 }
 
@@ -103,6 +105,7 @@ int fwd_h323_parse_q931(const uint8_t *p, size_t len, struct fwd_h323_msg *m)
 	}
 	m->q931_type = type;
 	m->nitems = 0;
+	m->kernel_misreads = false;
 	return 0;
 }
 

@@ -36,6 +36,8 @@ struct fwd_h323_item {
 
 struct fwd_h323_msg {
 	uint8_t q931_type; /* Q.931 message type, 0 for RAS and H.245 */
+	bool kernel_misreads; /* the kernel would misread it, nested messages included (see
+			       * fwd_per_result) */
 	unsigned nitems;
 	struct fwd_h323_item item[FWD_H323_MAX_ITEMS];
 };

@@ -345,8 +345,11 @@ static int decode_seq(struct per_dec *d, const struct fwd_per_type *t)
 	for (uint64_t i = 0; i < nadd; i++) {
 		const struct fwd_per_field *a = t->nroot + i < t->n ? &f[t->nroot + i] : NULL;
 
-		if (!(d->buf[(preamble + i) >> 3] >> (7 - ((preamble + i) & 7)) & 1))
+		if (!(d->buf[(preamble + i) >> 3] >> (7 - ((preamble + i) & 7)) & 1)) {
+			if (t->nkernel && t->nroot + i >= t->nkernel)
+				d->res->kernel_misreads = 1;
 			continue;
+		}
 		if ((err = open_type(d, a ? a->type : PER_NONE, a)))
 			return err;
 	}
@@ -459,6 +462,7 @@ int fwd_per_decode(const struct fwd_per_type *types, const struct fwd_per_field 
 	int err;
 
 	res->nhits = 0;
+	res->kernel_misreads = 0;
 	if (len > (1u << 20))
 		return -EOPNOTSUPP;
 	err = decode(&d, root, NULL);

@@ -40,6 +40,7 @@ struct fwd_per_type {
 	uint16_t n;       /* fields: components, alternatives, or 1 (the SEQOF element) */
 	uint16_t nroot;   /* SEQ, CHOICE: root components/alternatives (they come first); ENUM: values */
 	uint16_t nopt;    /* SEQ: optional root components (bits in the preamble) */
+	uint16_t nkernel; /* SEQ: components the kernel's tables know when fewer (0: all) */
 };
 
 struct fwd_per_field {
@@ -64,6 +65,10 @@ struct fwd_per_hit {
 };
 
 struct fwd_per_result {
+	/* Set when an extension bitmap marks an addition absent at a position past what the
+	 * kernel's tables know (fwd_per_type.nkernel): nf_conntrack_h323 misreads such a message
+	 * and ignores it. */
+	unsigned kernel_misreads;
 	unsigned nhits;
 	struct fwd_per_hit hit[FWD_PER_MAX_HITS];
 };

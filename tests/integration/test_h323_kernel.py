@@ -136,22 +136,27 @@ def test_fwd_expects_what_the_kernel_expects(topo, kernel_h323, replay_config, t
     assert all(r["helper"] == "h323" for r in fwd_related)
 
 
-def test_newer_h225_answers_the_kernel_misreads(topo, kernel_h323, replay_config, tmp_path,
-                                                capsys):
-    """A deliberate deviation (docs: helpers/h323/README.md).  H.225.0 v7 added displayName to
-    Connect-UUIE, so a current encoder's extension bitmap is one longer than the kernel's table;
-    the kernel then reads an open-type length for that absent addition too ("Newer Version?" in
-    nf_conntrack_h323_asn1.c decode_seq), fails, and ignores the whole Connect.  fwd decodes it
-    (X.691: absent additions have no open type) and opens what it announces, with the same
-    constraints as for any answer."""
+def test_newer_h225_answer_the_kernel_misreads_opens_nothing_unless_newer_versions(
+        topo, kernel_h323, replay_config, tmp_path, capsys):
+    """H.225.0 v7 added displayName to Connect-UUIE, so a current encoder's extension bitmap is
+    one longer than the kernel's table; the kernel then reads an open-type length for that
+    absent addition too ("Newer Version?" in nf_conntrack_h323_asn1.c decode_seq), fails, and
+    ignores the whole Connect.  fwd does the same by default; with newer_versions = true
+    (docs: helpers/h323/README.md) it decodes it per X.691 (absent additions have no open type)
+    and opens what it announces, with the same constraints as for any answer."""
     c, s = ADDRS[4]
     with KernelRun(topo, tmp_path / "call.pcap") as kernel:
         place_call(topo, tmp_path, c, s, answer="connect")
     assert kernel.capture_complete
     kernel_created = {x[1:] for x in kernel.created}
+    assert ("tcp", s, c, None, 5000) in kernel_created  # the Setup was read
+    created = fwd_replay(capsys, kernel.capture, replay_config)
+    assert {(x["proto"], x["src"], x["dst"], x["sport"], x["dport"]) for x in created} \
+        == kernel_created
+    h323 = Path(replay_config).parent / "helpers.d" / "h323.toml"
+    h323.write_text(h323.read_text().replace("newer_versions = false", "newer_versions = true"))
     created = fwd_replay(capsys, kernel.capture, replay_config)
     fwd_created = {(x["proto"], x["src"], x["dst"], x["sport"], x["dport"]) for x in created}
     assert fwd_created - kernel_created == {("tcp", c, s, None, 5001), ("udp", c, s, None, 7100),
                                             ("udp", c, s, None, 7101)}
     assert kernel_created <= fwd_created
-
