@@ -50,6 +50,9 @@ struct h323_conn {
 	uint32_t next_seq[2];
 	uint64_t ttl_ns;       /* RAS: registration time to live */
 	struct fwd_h323_stream *stream[2];
+	/* TCP: a TPKT of this segment was one the kernel misreads (kernel_ignores).  The kernel's
+	 * decoding error ends its reading of the segment, so fwd frames the rest but reads none. */
+	uint8_t rest_ignored;
 };
 
 /* The item's address, if it is of the connection's family. */
@@ -231,17 +234,18 @@ static int on_tpkt(const uint8_t *p, size_t len, void *arg)
 	struct fwd_h323_msg m;
 	int r;
 
+	if (c->rest_ignored)
+		return 0;
+	r = c->kind == KIND_H245 ? fwd_h323_parse_h245(p, len, &m) : fwd_h323_parse_q931(p, len, &m);
+	if (r <= 0)
+		return r;
+	if (kernel_ignores(ctx, &m))
+		c->rest_ignored = 1;
 	if (c->kind == KIND_H245) {
-		r = fwd_h323_parse_h245(p, len, &m);
-		if (r > 0) {
-			fwd_helper_count(ctx, FWD_HELPER_messages, 1);
-			if (!kernel_ignores(ctx, &m))
-				r = h245_channels(ctx, &m, true);
-		}
+		fwd_helper_count(ctx, FWD_HELPER_messages, 1);
+		r = kernel_ignores(ctx, &m) ? 0 : h245_channels(ctx, &m, true);
 	} else {
-		r = fwd_h323_parse_q931(p, len, &m);
-		if (r > 0)
-			r = q931_message(ctx, &m);
+		r = q931_message(ctx, &m);
 	}
 	return r < 0 ? r : 0;
 }
@@ -346,6 +350,7 @@ static int tcp_segment(struct fwd_helper_ctx *ctx, struct h323_conn *c)
 	}
 	c->seq_known[d] = 1;
 	c->next_seq[d] = seq + (uint32_t)len;
+	c->rest_ignored = 0;
 	r = fwd_h323_stream_feed(c->stream[d], data, len, on_tpkt, ctx);
 	return r < 0 ? r : 0;
 }
