@@ -132,12 +132,15 @@ def test_after_stop_the_rule_decides(topo, bypass, expect):
 
 
 def test_idle_workers_stop_at_once(topo):
-    # The workers sleep in recvmmsg on empty queues; stopping wakes them through their own
-    # sockets (the kernel's answer to a no-op request), which is neither a packet nor an error.
+    # The workers sleep in recvmmsg on empty queues: idle, not busy in a batch (the watchdog's
+    # stall heartbeat).  Stopping wakes them through their own sockets (the kernel's answer to a
+    # no-op request), which is neither a packet nor an error.
     consumer = Consumer(topo, queues=[8, 9])
     consumer.ready()
     time.sleep(0.3)
     result = consumer.finish()
+    assert [(q["running"], q["busy_seconds"]) for q in result["stats_before_stop"]] == \
+        [(True, 0.0)] * 2
     assert result["stop_seconds"] < 1.0
     for q in result["stats"]:
         assert (q["packets"], q["batches"], q["error"]) == (0, 0, 0)
