@@ -9,9 +9,13 @@
 #include <string.h>
 
 /* Early drop looks at up to this many buckets (cheap, lock-free peeks) and locks at most
- * FWD_EARLY_DROP_LOCKED non-empty ones, starting at the new connection's bucket. */
+ * FWD_EARLY_DROP_LOCKED non-empty ones, starting at the new connection's bucket; it stops after
+ * the bucket in which it has seen FWD_EARLY_DROP_CANDIDATES droppable entries.  In a full table
+ * of default size a chain holds about 8 nodes, each a cache miss: walking 8 buckets' chains cost
+ * more than the rest of a new connection together. */
 #define FWD_EARLY_DROP_PEEKS 4096
 #define FWD_EARLY_DROP_LOCKED 8
+#define FWD_EARLY_DROP_CANDIDATES 8
 /* GC kills at most this many entries found in one bucket per visit. */
 #define FWD_GC_BATCH 32
 
@@ -284,14 +288,16 @@ static bool droppable(uint32_t status)
 }
 
 /* Evict the droppable connection closest to expiry among those in the first few non-empty
- * buckets from `start` on.  Locking: one shard at a time. */
+ * buckets from `start` on (enough buckets for FWD_EARLY_DROP_CANDIDATES droppable entries, if
+ * there are).  Locking: one shard at a time. */
 static bool early_drop(struct fwd_ct_table *t, uint32_t start)
 {
 	struct fwd_ct *victim = NULL;
-	unsigned locked = 0;
+	unsigned locked = 0, candidates = 0;
 
 	for (unsigned i = 0; i < FWD_EARLY_DROP_PEEKS && i <= t->bucket_mask &&
-			     locked < FWD_EARLY_DROP_LOCKED; i++) {
+			     locked < FWD_EARLY_DROP_LOCKED && candidates < FWD_EARLY_DROP_CANDIDATES;
+	     i++) {
 		uint32_t b = (start + i) & t->bucket_mask;
 		struct fwd_lock *l = fwd_ct_shard(t, b);
 
@@ -302,8 +308,10 @@ static bool early_drop(struct fwd_ct_table *t, uint32_t start)
 		for (struct fwd_ct_node *n = t->buckets[b]; n; n = n->next) {
 			struct fwd_ct *ct = node_ct(n);
 
-			if (!droppable(fwd_ct_status(ct)) || ct == victim ||
-			    (victim && fwd_ct_expires(ct) >= fwd_ct_expires(victim)))
+			if (!droppable(fwd_ct_status(ct)))
+				continue;
+			candidates++;
+			if (ct == victim || (victim && fwd_ct_expires(ct) >= fwd_ct_expires(victim)))
 				continue;
 			fwd_ct_get(ct);
 			if (victim)

@@ -9,11 +9,9 @@
 #include <libnetfilter_queue/libnetfilter_queue.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink_queue.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -92,7 +90,6 @@ int fwd_nfq_open(struct fwd_nfq_worker *w, struct fwd_engine *e, uint16_t queue,
 	w->engine = e;
 	w->queue = queue;
 	w->cfg = *cfg;
-	w->stop_fd = -1;
 	if (!cfg->batch || cfg->batch > FWD_NFQ_MAX_BATCH || cfg->copy_range < 64 ||
 	    cfg->copy_range > 0xffff || !cfg->max_len)
 		return -EINVAL;
@@ -114,9 +111,6 @@ int fwd_nfq_open(struct fwd_nfq_worker *w, struct fwd_engine *e, uint16_t queue,
 	err = configure(w);
 	if (err)
 		goto fail;
-	w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (w->stop_fd < 0)
-		goto fail_errno;
 	return 0;
 fail_errno:
 	err = -errno;
@@ -294,11 +288,12 @@ static void handle(struct fwd_nfq_worker *w, struct io *io, unsigned count)
 	__atomic_store_n(&w->busy_since_ns, 0, __ATOMIC_RELAXED);
 }
 
+/* Receives and decides until fwd_nfq_close asks it to stop.  It sleeps in recvmmsg itself (one
+ * syscall per wake-up less than poll + recvmmsg); close wakes it with a message on its socket. */
 static void *worker_main(void *arg)
 {
 	struct fwd_nfq_worker *w = arg;
 	int fd = mnl_socket_get_fd(w->nl);
-	struct pollfd pfd[2] = { { .fd = fd, .events = POLLIN }, { .fd = w->stop_fd, .events = POLLIN } };
 	struct io *io = calloc(1, sizeof(*io));
 
 	if (io) {
@@ -315,15 +310,15 @@ static void *worker_main(void *arg)
 		io->msgs[i].msg_hdr = (struct msghdr){ .msg_iov = &io->iov[i], .msg_iovlen = 1 };
 	}
 	for (;;) {
-		int count;
+		int count = recvmmsg(fd, io->msgs, w->cfg.batch, MSG_WAITFORONE, NULL);
 
-		if (poll(pfd, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			__atomic_store_n(&w->error, errno, __ATOMIC_RELEASE);
-			break;
-		}
-		if (pfd[1].revents) {
+		if (count > 0)
+			handle(w, io, (unsigned)count);
+		else if (count < 0 && errno == ENOBUFS) /* the kernel dropped messages: overflow */
+			COUNT(w, enobufs, 1);
+		else if (count < 0 && errno != EINTR)
+			COUNT(w, recv_errors, 1);
+		if (__atomic_load_n(&w->stopping, __ATOMIC_ACQUIRE)) {
 			/* Stopping: decide what is already in the socket (bounded by the queue length)
 			 * so that unbinding does not drop it. */
 			uint64_t left = w->cfg.max_len;
@@ -335,15 +330,6 @@ static void *worker_main(void *arg)
 			}
 			break;
 		}
-		count = recvmmsg(fd, io->msgs, w->cfg.batch, MSG_DONTWAIT, NULL);
-		if (count < 0) {
-			if (errno == ENOBUFS) /* the kernel dropped messages: the socket overflowed */
-				COUNT(w, enobufs, 1);
-			else if (errno != EAGAIN && errno != EINTR)
-				COUNT(w, recv_errors, 1);
-			continue;
-		}
-		handle(w, io, (unsigned)count);
 	}
 out:
 	if (io)
@@ -372,9 +358,15 @@ void fwd_nfq_close(struct fwd_nfq_worker *w)
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 
 	if (w->started) {
-		uint64_t one = 1;
+		/* The worker sleeps in recvmmsg: the kernel's answer to a no-op request on the same
+		 * socket wakes it, and it sees the flag set before (a lost wake-up is impossible: the
+		 * answer waits in the socket until received). */
+		struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
 
-		if (write(w->stop_fd, &one, sizeof(one)) < 0)
+		nlh->nlmsg_type = NLMSG_NOOP;
+		nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+		__atomic_store_n(&w->stopping, 1, __ATOMIC_RELEASE);
+		if (mnl_socket_sendto(w->nl, nlh, nlh->nlmsg_len) < 0)
 			perror("fwd: stopping queue worker");
 		pthread_join(w->thread, NULL);
 		w->started = false;
@@ -388,7 +380,4 @@ void fwd_nfq_close(struct fwd_nfq_worker *w)
 		w->nl = NULL;
 		fwd_engine_release(w->engine, w->slot);
 	}
-	if (w->stop_fd >= 0)
-		close(w->stop_fd);
-	w->stop_fd = -1;
 }

@@ -39,7 +39,7 @@ struct fwd_nfq_worker {
 	uint32_t portid;
 	uint16_t queue;
 	unsigned slot;     /* engine worker slot, claimed for the worker's lifetime */
-	int stop_fd;       /* eventfd: written to ask the thread to stop */
+	uint32_t stopping; /* atomic: set by fwd_nfq_close to ask the thread to stop */
 	pthread_t thread;
 	bool started;
 	int error;         /* atomic: errno that stopped the thread, 0 while healthy */

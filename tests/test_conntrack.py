@@ -220,6 +220,21 @@ def test_full_table_early_drops_an_unassured_entry():
     assert {c["sport"] for c in e.connections(3)} >= {2000, 2001}
 
 
+def test_early_drop_in_a_full_table_with_long_chains_locks_few_buckets():
+    # 8192 connections on 1024 buckets: 16 nodes a chain, every entry droppable.  The first
+    # bucket holds enough candidates, so a new connection locks it alone for the early drop, not
+    # 8 buckets (each chain walk a run of cache misses in a big table).
+    e = engine(shards=1024, buckets=1024, max_entries=8192)
+    e.process(batch(*[udp(C4, S4, 1024 + i, 53) for i in range(8192)]), 1.0)
+    before = e.stats()["locks"]["shard"]["acquisitions"]
+    r = e.process(batch(*[udp(C4, S4, 1024 + i, 54) for i in range(100)]), 2.0)
+    assert {v[2] for v in r} == {NEW} and {v[0] for v in r} == {_core.VERDICT_ACCEPT}
+    st = e.stats()
+    assert st["entries"] == 8192 and st["early_drop"] == 100
+    # Per new connection: lookup 1, early drop 1, the victim's kill 2, confirm 2 (was 13).
+    assert (st["locks"]["shard"]["acquisitions"] - before) / 100 <= 7
+
+
 def test_full_table_of_assured_entries_drops_new_connections():
     e = engine(shards=16, buckets=16, max_entries=4)
     for i in range(4):  # streams: answered and still going 2 s later

@@ -3,12 +3,14 @@
     native_consumer.py JSON-ARGS
 
 Prints {"event": "ready"} once the queues are bound and the workers run, then, when stdin
-closes (or after 30 s), stops them and prints {"stats": [...], "ct": {...}}.
+closes (or after 30 s), stops them and prints {"stats": [...], "ct": {...},
+"stats_before_stop": [...], "stop_seconds": ...}.
 """
 
 import json
 import select
 import sys
+import time
 
 from fwd import _core
 from fwd.engine import Rule
@@ -23,8 +25,12 @@ def main() -> None:
     workers.start()
     print(json.dumps({"event": "ready"}), flush=True)
     select.select([sys.stdin], [], [], 30)
+    before = workers.stats()
+    t0 = time.monotonic()
     workers.stop()
-    print(json.dumps({"stats": workers.stats(), "ct": engine.stats()["ct"]}), flush=True)
+    print(json.dumps({"stats": workers.stats(), "ct": engine.stats()["ct"],
+                      "stats_before_stop": before, "stop_seconds": time.monotonic() - t0}),
+          flush=True)
 
 
 if __name__ == "__main__":

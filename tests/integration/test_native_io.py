@@ -129,3 +129,19 @@ def test_after_stop_the_rule_decides(topo, bypass, expect):
     consumer.finish()
     time.sleep(0.1)
     assert blast_and_count(topo, [7101], per_port=50, timeout=1.5) == {7101: expect}
+
+
+def test_idle_workers_stop_at_once(topo):
+    # The workers sleep in recvmmsg on empty queues: idle, not busy in a batch (the watchdog's
+    # stall heartbeat).  Stopping wakes them through their own sockets (the kernel's answer to a
+    # no-op request), which is neither a packet nor an error.
+    consumer = Consumer(topo, queues=[8, 9])
+    consumer.ready()
+    time.sleep(0.3)
+    result = consumer.finish()
+    assert [(q["running"], q["busy_seconds"]) for q in result["stats_before_stop"]] == \
+        [(True, 0.0)] * 2
+    assert result["stop_seconds"] < 1.0
+    for q in result["stats"]:
+        assert (q["packets"], q["batches"], q["error"]) == (0, 0, 0)
+        assert (q["bad_messages"], q["recv_errors"], q["enobufs"]) == (0, 0, 0)
