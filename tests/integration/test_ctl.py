@@ -358,9 +358,12 @@ def test_expectations_list_and_flush(start_fwd, topo):
 
 def test_events_like_conntrack_E(fwd, topo):
     """fwd ctl conntrack events prints NEW and DESTROY as they happen; ^C ends it cleanly."""
+    # As from a terminal: ^C delivered (a run started in the background, e.g. `make test &`,
+    # passes SIGINT on ignored, and Python then keeps ignoring it).
     events = subprocess.Popen([sys.executable, "-m", "fwd", "ctl", "--socket", str(fwd.socket),
                                "conntrack", "events"], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # Pings until the first shows (the client may take a moment to start listening).
         deadline = time.monotonic() + 15
