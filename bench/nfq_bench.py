@@ -17,6 +17,8 @@ Consumers:
   c     fwd on netfilterqueue: `python -m fwd run`, conntrack + a stateful policy
   d, e  fwd native (queue.io = "native") on 1 and 2 queues, same policy; skipped with a note
         while fwd.config does not know queue.io = "native"
+  h-sip, h-h323  fwd native on 1 queue with the SIP (or H.323) helper attached to the blast's
+        flows: every packet is also read by the helper (issue 13's helper-attached drain)
 
 Methods:
   drain   SIGSTOP the bound consumer, blast up to --count packets into its queue (what the
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import os
 import resource
 import signal
@@ -54,7 +57,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fwd import config as fwd_config, gateway  # noqa: E402
+from fwd import assets, config as fwd_config, gateway  # noqa: E402
 from fwd.netns import (CLIENT4, CLIENT_IF, FW_IN4, FW_IN_IF, FW_OUT4, FW_OUT_IF,  # noqa: E402
                        SERVER4, SERVER_IF, Topology)
 
@@ -108,9 +111,23 @@ def fwd_config_text(queue: int, io: str, count: int = 1, listen: str = "",
                       "", "[control]", 'socket = ""', policy])
 
 
-def _fwd_consumer(key: str, label: str, io: str, queues: int) -> Consumer:
+def helper_file(name: str) -> str:
+    """The shipped helper file of `name`, attached instead to the benchmark's UDP flows (every
+    packet is read by the helper) and passing what it cannot parse (the drain counts verdicts,
+    and the blast payload is no protocol message)."""
+    text = assets.shipped()[f"helpers.d/{name}.toml"].read_text()
+    text = re.sub(r"(?m)^ports = .*$", f"ports = [{SINK_PORT}]", text)
+    text = re.sub(r"(?m)^transports = .*$", 'transports = ["udp"]', text)
+    return re.sub(r"(?m)^on_error = .*$", 'on_error = "accept"', text)
+
+
+def _fwd_consumer(key: str, label: str, io: str, queues: int, helper: str = "") -> Consumer:
     def argv(queue: int, scratch: Path) -> list[str]:
-        path = scratch / f"fwd-{key}.toml"
+        folder = scratch / f"fwd-{key}"
+        (folder / "helpers.d").mkdir(parents=True, exist_ok=True)
+        if helper:
+            (folder / "helpers.d" / f"{helper}.toml").write_text(helper_file(helper))
+        path = folder / "fwd.toml"
         path.write_text(fwd_config_text(queue, io, queues))
         return [PY, "-m", "fwd", "run", "--config", str(path)]
 
@@ -137,6 +154,10 @@ def consumers() -> dict[str, Consumer]:
         _fwd_consumer("c", "fwd on netfilterqueue", "netfilterqueue", 1),
         _fwd_consumer("d", "fwd native, 1 queue", "native", 1),
         _fwd_consumer("e", "fwd native, 2 queues", "native", 2),
+        _fwd_consumer("h-sip", "fwd native, 1 queue, SIP helper on every packet", "native", 1,
+                      "sip"),
+        _fwd_consumer("h-h323", "fwd native, 1 queue, H.323 (RAS) helper on every packet",
+                      "native", 1, "h323"),
     ]
     return {c.key: c for c in all_}
 
@@ -597,6 +618,8 @@ TARGETS = [  # (numerator, denominator, method, at least, what)
     ("d", "a", "drain", 0.9, "fwd native 1q vs C batch accept-all"),
     ("e", "d", "drain", 1.6, "fwd native 2q vs fwd native 1q"),
     ("c", "b", "drain", 0.8, "fwd on netfilterqueue vs python accept-only"),
+    ("h-sip", "a", "drain", 0.9, "fwd native 1q, SIP helper attached, vs C accept-all"),
+    ("h-h323", "a", "drain", 0.9, "fwd native 1q, H.323 helper attached, vs C accept-all"),
 ]
 CONTEXT = [  # ratios worth seeing next to the targets (DESIGN §6 facts and ceilings)
     ("a", "a-pp", "batch vs per-packet verdicts (DESIGN: ~2x)"),
