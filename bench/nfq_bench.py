@@ -43,6 +43,7 @@ import json
 import re
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -260,9 +261,7 @@ class Lab:
                 proc.kill()
                 proc.wait()
         self.topo.close()
-        for path in self.scratch.iterdir():
-            path.unlink()
-        self.scratch.rmdir()
+        shutil.rmtree(self.scratch)
 
     # the queue rule and the kernel's view of the queues
     def set_rule(self, queues: int | None) -> None:
