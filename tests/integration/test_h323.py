@@ -10,35 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from fwd import gateway
 from tests.integration.sipcall import ADDRS
 from tests.integration.test_h323_kernel import place_call
 
 REPO = Path(__file__).resolve().parents[2]
-POLICY = """
-[policy]
-default = "drop"
-
-[[policy.rule]]
-name = "stateful"
-ct_state = ["established", "related"]
-verdict = "accept"
-
-[[policy.rule]]
-name = "ras"
-ct_state = ["new"]
-iif = "fwin"
-proto = "udp"
-dport = 1719
-verdict = "accept"
-
-[[policy.rule]]
-name = "q931"
-ct_state = ["new"]
-iif = "fwin"
-proto = "tcp"
-dport = 1720
-verdict = "accept"
-"""
+POLICY = gateway.policy("stateful", "h323-ras", "h323-q931")
 
 
 def first(daemon, proto: int, src: str, dst: str, dport: int):
