@@ -162,6 +162,23 @@ def test_idle_client_is_dropped(tmp_path, monkeypatch):
         assert control.call(path, {"command": "expect.list"}) == {"ok": True, "result": []}
 
 
+def wait_until(done, timeout: float = 5) -> bool:
+    """Polls `done()` until it is true or `timeout` seconds pass; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return done()
+
+
+def listening(server, read) -> threading.Thread:
+    """Runs `read` (a client taking conntrack.events) in a thread, once the server has its
+    listener."""
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_until(lambda: server.listeners)
+    return reader
+
+
 def test_events_stream_new_and_destroy(tmp_path):
     """conntrack.events as `conntrack -E`: NEW when a connection is linked, DESTROY when it
     goes; a listener's departure stops the recording."""
@@ -182,11 +199,7 @@ def test_events_stream_new_and_destroy(tmp_path):
                 if len(got) >= 4:
                     return
 
-        reader = threading.Thread(target=read)
-        reader.start()
-        deadline = time.monotonic() + 5
-        while not server.listeners and time.monotonic() < deadline:
-            time.sleep(0.05)
+        reader = listening(server, read)
         eng.process(batch(udp("10.0.0.1", "10.0.0.2", 1000, 53),
                           udp("10.0.0.2", "10.0.0.1", 53, 1000),
                           udp("10.0.0.1", "10.0.0.3", 1001, 53)), time.monotonic())
@@ -203,10 +216,7 @@ def test_events_stream_new_and_destroy(tmp_path):
             "[DESTROY] udp      17 src=10.0.0.1 dst=10.0.0.2 sport=1000 dport=53 packets=1 "
             "src=10.0.0.2 dst=10.0.0.1 sport=53 dport=1000 packets=1 use=2")
         stream.close()  # the client goes: so do the listener and the recording
-        deadline = time.monotonic() + 5
-        while server.listeners and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not server.listeners
+        assert wait_until(lambda: not server.listeners)
     eng.process(batch(udp("10.0.0.1", "10.0.0.4", 1002, 53)), time.monotonic())
     assert eng.events_take(time.monotonic(), 10) == ([], 0)
 
@@ -226,11 +236,7 @@ def test_events_lost_are_counted(tmp_path):
                 if seen["NEW"] + seen["LOST"] >= 40000:
                     return
 
-        reader = threading.Thread(target=read)
-        reader.start()
-        deadline = time.monotonic() + 5
-        while not server.listeners and time.monotonic() < deadline:
-            time.sleep(0.05)
+        reader = listening(server, read)
         eng.stress(threads=2, conns=20000, keep=True)  # 40000 connections in a burst
         reader.join(30)
         stream.close()
