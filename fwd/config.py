@@ -53,6 +53,11 @@ MAX_SHARDS = 1 << 16
 MAX_BUCKETS = 1 << 24
 MAX_SECONDS = 365 * 86400  # upper bound for any interval or timeout: catches unit mistakes
 MAX_U32 = 0xFFFFFFFF
+# [fragments]: memory from one full-size (64 KiB) datagram in 1500-byte fragments to what the
+# kernel's IPv6 sysctl (an int) holds; the timeout as the kernel's sysctls take it, whole seconds.
+MIN_FRAG_MEMORY = 1 << 17
+MAX_FRAG_MEMORY = (1 << 31) - 1
+MAX_FRAG_TIMEOUT = 3600
 # Names the daemon's own iptables chain must not take: creating, flushing or deleting "its" chain
 # would then hit a built-in chain or fail.
 RESERVED_CHAINS = ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING",
@@ -86,6 +91,14 @@ class ConntrackConfig:
     checksum: bool = True        # bad TCP/UDP/ICMP checksum -> invalid (nf_conntrack_checksum)
     # Overrides of the engine's default timeouts (seconds), read-only; keys from TIMEOUT_KEYS.
     timeouts: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class FragmentsConfig:
+    """Bounds of the kernel's reassembly in front of the queue (fwd.fragments); None: the
+    kernel's own value is left as it is."""
+    memory: int | None = None    # bytes the namespace may hold in incomplete datagrams, per family
+    timeout: int | None = None   # seconds a datagram has to complete
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,7 @@ class HelpersConfig:
 @dataclass(frozen=True)
 class Config:
     conntrack: ConntrackConfig = field(default_factory=ConntrackConfig)
+    fragments: FragmentsConfig = field(default_factory=FragmentsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -201,7 +215,8 @@ def control_section(data: dict[str, Any]) -> ControlConfig:
 
 def parse(data: dict[str, Any], source: str | None = None) -> Config:
     """Check a decoded TOML document; `source` is recorded as Config.path."""
-    sections = read_table(data, "", {"conntrack": _conntrack, "queue": _queue, "policy": _policy,
+    sections = read_table(data, "", {"conntrack": _conntrack, "fragments": _fragments,
+                                "queue": _queue, "policy": _policy,
                                 "log": _log, "metrics": _metrics, "control": _control,
                                 "helpers": _helpers},
                      what="section")
@@ -248,6 +263,13 @@ def _conntrack(data: Any, key: str) -> ConntrackConfig:
 
 def _timeouts(data: Any, key: str) -> Mapping[str, float]:
     return MappingProxyType(read_table(data, key, dict.fromkeys(TIMEOUT_KEYS, check_seconds)))
+
+
+def _fragments(data: Any, key: str) -> FragmentsConfig:
+    return FragmentsConfig(**read_table(data, key, {
+        "memory": check_integer(MIN_FRAG_MEMORY, MAX_FRAG_MEMORY),
+        "timeout": check_integer(1, MAX_FRAG_TIMEOUT),
+    }))
 
 
 def _queue(data: Any, key: str) -> QueueConfig:

@@ -647,4 +647,6 @@ def format_stats(snap: dict[str, Any]) -> str:
                      f"{kernel.get('queue_dropped', '?')} dropped (queue full), "
                      f"{kernel.get('user_dropped', '?')} dropped (socket full)"
                      + (", worker STALLED" if q.get("stalled") else ""))
+    for family, f in snap.get("fragments", {}).items():
+        lines.append(f"fragments {family}: " + " ".join(f"{k}={v}" for k, v in f.items()))
     return "\n".join(lines)

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 import uvloop
 
-from fwd import _core, checkconfig, config, control, engine, metrics, sdnotify
+from fwd import _core, checkconfig, config, control, engine, fragments, metrics, sdnotify
 from fwd.rules import QueueRules, RulesError
 
 log = logging.getLogger("fwd")
@@ -50,7 +50,7 @@ STATUS_INTERVAL = 5.0
 NFQUEUE_TABLE = "/proc/self/net/netfilter/nfnetlink_queue"
 # What a reload may change.  Every other key is fixed at start (the engine's table size and
 # timeouts, the queue and its rules): a reload that changes one is refused as a whole.
-LIVE_KEYS = ("policy", "helpers", "log", "conntrack.gc_interval")
+LIVE_KEYS = ("policy", "helpers", "log", "fragments", "conntrack.gc_interval")
 # Overload (packets or connections lost for want of room) is logged at most once per kind in
 # this many seconds, with the count since the previous line: visible without flooding the log.
 OVERLOAD_INTERVAL = 10.0
@@ -154,6 +154,7 @@ class Daemon:
         for h in snap["stats"]["helpers"]:
             for key, value in self.helper_base.get(h["name"], {}).items():
                 h[key] += value
+        snap["fragments"] = fragments.read()
         snap["health"] = self.health or "ok"
         snap["reload"] = {"success": self.reload_success, "timestamp": self.reload_time}
         return snap
@@ -180,7 +181,12 @@ class Daemon:
             cfg = config.load(self.cfg.path)
             check_live_change(self.cfg, cfg)
             replaced = self.engine.stats()["helpers"]
-            rule_names = engine.configure(self.engine, cfg)
+            frag_before = fragments.apply(cfg.fragments)
+            try:
+                rule_names = engine.configure(self.engine, cfg)
+            except config.ConfigError:
+                fragments.restore(frag_before)
+                raise
         except config.ConfigError as err:
             self.last_reload = f"failed, running configuration kept: {err}"
             self.reload_success = False
@@ -252,7 +258,8 @@ class Daemon:
         try:
             await self._start_observers(observers)
             if rules:
-                rules.install()
+                rules.install()  # loads the kernel's defrag, whose limits come next
+            fragments.apply(self.cfg.fragments)
             self.tasks.append(asyncio.create_task(self._gc(), name="gc"))
             self.tasks.append(asyncio.create_task(self._log_overload(), name="overload log"))
             self.tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
@@ -303,6 +310,8 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, RulesError) as err:
         log.error("%s", err)
         return 1
+    except config.ConfigError as err:  # refused by the kernel at start (fwd.fragments)
+        return checkconfig.report(err)
     finally:
         notifier.close()
         if verdict_log:

@@ -154,6 +154,8 @@ class Collector:
                           [([r["rule"], r["verdict"]], r["hits"]) for r in snap["rules"]])
         yield from _queue_metrics(snap["queues"])
         yield from _expect_metrics(stats, snap["expectations"])
+        if "fragments" in snap:  # the daemon's namespace (fwd.fragments)
+            yield from _fragment_metrics(snap["fragments"])
         if "reload" in snap:  # the daemon's: not in a snapshot of a bare engine
             yield GaugeMetricFamily("fwd_config_last_reload_success",
                                     "1 if the last reload applied the file (or none was tried "
@@ -162,6 +164,32 @@ class Collector:
                                     "When a reload last applied the file (or fwd started), "
                                     "Unix time",
                                     value=snap["reload"]["timestamp"])
+
+
+# fwd.fragments.read() keys exported per family: key -> (metric family class, name, help).
+FRAGMENT_METRICS = {
+    "reassembled": (CounterMetricFamily, "fwd_fragments_reassembled",
+                    "Datagrams the kernel reassembled in front of the queue (IPv4 only: the "
+                    "kernel does not count the IPv6 conntrack defrag's)"),
+    "failed": (CounterMetricFamily, "fwd_fragments_failed",
+               "Reassemblies that failed and whose fragments were dropped (timed out, over the "
+               "memory limit, malformed or overlapping)"),
+    "timed_out": (CounterMetricFamily, "fwd_fragments_timed_out",
+                  "Reassemblies dropped incomplete after fragments.timeout"),
+    "memory": (GaugeMetricFamily, "fwd_fragments_memory_bytes",
+               "Memory held in incomplete datagrams (IPv4 only: the kernel shows none for IPv6)"),
+    "memory_limit": (GaugeMetricFamily, "fwd_fragments_memory_limit_bytes",
+                     "Memory above which new fragments are dropped (fragments.memory)"),
+    "timeout": (GaugeMetricFamily, "fwd_fragments_timeout_seconds",
+                "Seconds a fragmented datagram has to complete (fragments.timeout)"),
+}
+
+
+def _fragment_metrics(families: dict[str, dict[str, int]]) -> Iterator[Metric]:
+    for key, (cls, name, doc) in FRAGMENT_METRICS.items():
+        yield _family(cls, name, f"{doc}; this network namespace's, from the kernel",
+                      ["family"], [([family], values[key])
+                                   for family, values in families.items() if key in values])
 
 
 def _expect_metrics(stats: dict[str, Any], live: list[dict[str, Any]]) -> Iterator[Metric]:

@@ -27,7 +27,8 @@ OK_RULE = rule('verdict = "accept"')
 BAD = [
     # (TOML text, key, part of the message)
     # -- sections and keys
-    ("[conntrak]", "conntrak", "unknown section; allowed: conntrack, queue, policy, log"),
+    ("[conntrak]", "conntrak",
+     "unknown section; allowed: conntrack, fragments, queue, policy, log"),
     ("stray = 1", "stray", "unknown section"),
     ("log = 'info'", "log", 'must be a table, got "info"'),
     ("[conntrack]\nshard = 4", "conntrack.shard", "unknown key; allowed: shards, buckets"),
@@ -152,6 +153,11 @@ BAD = [
     (rule("verdict = 'drop'\noif = '..'"), "policy.rule[0].oif", "interface name"),
     (rule("verdict = 'drop'\nmark = 4294967296"), "policy.rule[0].mark", "0..4294967295"),
     (rule("verdict = 'drop'\nmark = '0x10'"), "policy.rule[0].mark", 'got "0x10"'),
+    # -- [fragments]
+    ("[fragments]\nmemory = 65536", "fragments.memory", "integer 131072..2147483647, got 65536"),
+    ("[fragments]\nmemory = '4M'", "fragments.memory", 'got "4M"'),
+    ("[fragments]\ntimeout = 0.5", "fragments.timeout", "integer 1..3600, got 0.5"),
+    ("[fragments]\nhigh = 1", "fragments.high", "unknown key; allowed: memory, timeout"),
     # -- [log]
     ("[log]\nlevel = 'verbose'", "log.level",
      'one of "debug", "info", "warning", "error", got "verbose"'),
