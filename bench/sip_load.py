@@ -16,6 +16,10 @@ Routers, measured one after the other at each rate (same run, same box):
           FORWARD policy DROP, ESTABLISHED,RELATED accept, NEW udp dport 5060 accept
   fwd     FORWARD -j NFQUEUE to fwd (native, 1 queue, fail-open off) with the same policy and
           the SIP helper of etc/helpers.d/sip.toml; started afresh for every rate
+  nfq     the same queue rule to the C accept-all consumer (bench/nfq_accept.c, batch
+          verdicts): no tracking, no policy, no helper, so the price of the NFQUEUE round trip
+          itself, the floor under any NFQUEUE firewall
+  plain   forwarding only (no rules, no conntrack): the floor under every router
 
 Per rate and router: calls ok / failed (sipp's own statistics), RTP packets sent and lost per
 direction (iptables counters in both endpoint namespaces), expectations at peak (sampled each
@@ -148,21 +152,22 @@ class SipLab:
     def step(self, router: str, rate: int) -> dict:
         secs, calls = self.args.seconds, int(rate * self.args.seconds)
         stat = self.scratch / f"uac-{router}-{rate}.csv"
-        fwd = None
-        if router == "fwd":
+        fwd = None  # the queue's consumer: fwd or the accept-all one
+        if router in ("fwd", "nfq"):
             self.kernel_rules(False)
             self.lab.set_rule(1)
             path = self.scratch / "fwd-sip.toml"
             path.write_text(fwd_text())
+            argv = ([nb.PY, "-m", "fwd", "run", "--config", str(path)] if router == "fwd"
+                    else [str(nb.TOOLS / "nfq_accept"), str(QUEUE)])
             fwd = self.lab.start_consumer(Consumer(
-                "fwd-sip", "fwd, SIP helper", 1, nb.FULL_QUEUE,
-                lambda q, _: [nb.PY, "-m", "fwd", "run", "--config", str(path)]))
+                router, router, 1, nb.FULL_QUEUE, lambda q, _: argv))
             time.sleep(0.5)
         else:
             self.lab.set_rule(None)
             self.kernel_rules(router == "kernel")
         perf = None
-        if fwd and rate == self.args.perf:
+        if router == "fwd" and rate == self.args.perf:
             perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-p",
                                      str(fwd.pid), "-o", str(nb.TOOLS / "perf-sip.data")],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -191,7 +196,7 @@ class SipLab:
         finally:
             if fwd:
                 try:
-                    self.lab.stop_consumer(fwd, Consumer("fwd-sip", "", 1, 0, lambda *_: []))
+                    self.lab.stop_consumer(fwd, Consumer(router, "", 1, 0, lambda *_: []))
                 except BenchError as err:
                     print(f"note: fwd stop: {err}", file=sys.stderr)
             self.lab.end_strays()
@@ -216,10 +221,10 @@ class SipLab:
                        f"{flat('dso,symbol')}")
         print(f"note: perf profile in {out.relative_to(REPO)}", flush=True)
 
-    def _expectations(self, fwd) -> int:
-        if fwd is None:  # the kernel's (none without its rules)
-            return self.kernel_expectations()
-        return int(ncb.scrape(self.lab).get("fwd_expect_entries", 0))
+    def _expectations(self, router: str) -> int:
+        if router == "fwd":
+            return int(ncb.scrape(self.lab).get("fwd_expect_entries", 0))
+        return self.kernel_expectations()  # the kernel's (none without its rules)
 
     def _calls(self, router, rate, secs, calls, stat, fwd) -> dict:
         uas = self.sipp(self.t.server, ["-sf", "uas.xml", "-i", nb.SERVER4, "-p", "5060",
@@ -239,8 +244,8 @@ class SipLab:
             "-nostdin"])
         peak = 0
         while (uac_cpu := reap(uac)) is None:
-            peak = max(peak, self._expectations(fwd))
-            time.sleep(0.2 if fwd is None else 1)  # a scrape costs fwd a table walk
+            peak = max(peak, self._expectations(router))
+            time.sleep(1 if router == "fwd" else 0.2)  # a scrape costs fwd a table walk
             if time.monotonic() - t0 > secs + 60:
                 raise BenchError("sipp caller did not finish")
         wall = time.monotonic() - t0
@@ -249,7 +254,7 @@ class SipLab:
         total = (uac_cpu + ncb.runtime(uas.pid, softirqd=False) - uas0 + ncb.runtime(None)
                  - softd0 + fwd_cpu)
         time.sleep(LINGER)
-        left = self._expectations(fwd)
+        left = self._expectations(router)
         q1 = self.lab.queue_stats().get(QUEUE)
         rtp = self.rtp_counts()
         ok, failed = sipp_calls(stat)
@@ -271,6 +276,7 @@ class SipLab:
                 st = dict(line.split(":", 1) for line in f)
             out["fwd_rss_mib"] = int(st["VmRSS"].split()[0]) / 1024
             out["fwd_hwm_mib"] = int(st["VmHWM"].split()[0]) / 1024
+        if router == "fwd":
             m = ncb.scrape(self.lab)
             out["expect_refused"] = m.get("fwd_expect_refused_total", 0)
             out["expect_created"] = m.get("fwd_expect_created_total", 0)
@@ -321,7 +327,7 @@ def report(rows: list[dict], args) -> str:
            f"{'fwd ms/call':>11} {'RSS MiB':>7} {'softirq ms/call':>15} {'all ms/call':>11} "
            f"{'box CPUs':>8}"]
     for r in rows:
-        fwd = r["router"] == "fwd"
+        fwd = r["router"] in ("fwd", "nfq")
         out.append(
             f"{r['router']:7} {r['rate']:7} {r['ok']:6} {r['failed']:6} "
             f"{r['rtp_sent_caller']:>8}/{r['rtp_sent_callee']:<8} {r['rtp_lost_to_callee']:8} "
@@ -335,15 +341,26 @@ def report(rows: list[dict], args) -> str:
                "same rate):")
     by = {(r["router"], r["rate"]): r for r in rows}
     for rate in sorted({r["rate"] for r in rows}):
-        plain, k, f = (by.get((x, rate)) for x in ("plain", "kernel", "fwd"))
+        plain, k, f, a = (by.get((x, rate)) for x in ("plain", "kernel", "fwd", "nfq"))
         if not (plain and k and f):
             continue
         dk = per_call(k, "total_cpu") - per_call(plain, "total_cpu")
         df = per_call(f, "total_cpu") - per_call(plain, "total_cpu")
+        da = per_call(a, "total_cpu") - per_call(plain, "total_cpu") if a else None
         out.append(f"  {rate:4} calls/s: kernel +{dk:.2f} ms, fwd +{df:.2f} ms"
                    + (f" ({df / dk:.1f}x the kernel's)" if dk > 0 else "")
-                   + f"; fwd - kernel {df - dk:+.2f} ms per call")
-    out.append("fwd ms/call: fwd's threads (with the forwarding and delivery its verdicts run "
+                   + f"; fwd - kernel {df - dk:+.2f} ms per call"
+                   + (f"; NFQUEUE accept-all +{da:.2f} ms, fwd - accept-all {df - da:+.2f} ms"
+                      if da is not None else ""))
+    ratios = []
+    for rate in sorted({r["rate"] for r in rows}):
+        k = by.get(("kernel", rate))
+        if k:
+            ratios += [f"{x} at {rate} {per_call(by[x, rate], 'total_cpu') / per_call(k, 'total_cpu'):.2f}"
+                       for x in ("fwd", "nfq") if (x, rate) in by]
+    out.append("all ms/call over the kernel router's (target: fwd <= 1.2): " + ", ".join(ratios))
+    out.append("fwd ms/call: the queue consumer's threads, fwd's or accept-all's (with the "
+               "forwarding and delivery its verdicts run "
                "in softirq).  softirq: the machine's softirq time, tick-sampled (where the "
                "kernel router's work is accounted; fwd's verdict softirq is in both columns).  "
                "all: sipp caller + callee + ksoftirqd + fwd, scheduler-precise: the same "
@@ -358,8 +375,8 @@ def main() -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("--rates", default="25,50,100,200", help="calls per second, stepped")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of calls per step")
-    parser.add_argument("--routers", default="plain,kernel,fwd",
-                        help="plain: forwarding only (no rules, no conntrack), the floor")
+    parser.add_argument("--routers", default="plain,nfq,kernel,fwd",
+                        help="of plain, nfq, kernel, fwd (see above)")
     parser.add_argument("--quick", action="store_true", help="rates 10,40 for 4 s each")
     parser.add_argument("--perf", type=int, metavar="RATE",
                         help="profile fwd with perf at this rate (build/bench/perf-sip.txt)")
