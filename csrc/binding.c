@@ -68,7 +68,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "shards", "buckets", "max_entries", "seed", "timeouts",
 				  "expect_max", "tcp_loose", "checksum", NULL };
-	unsigned int shards = 1024, buckets = 65536, max_entries = 262144, expect_max = 4096;
+	unsigned int shards = 1024, buckets = 262144, max_entries = 262144, expect_max = 4096;
 	PyObject *seed_obj = Py_None, *timeouts = NULL;
 	int tcp_loose = 1, checksum = 1;
 	double to[FWD_TO_COUNT];

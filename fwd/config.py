@@ -83,7 +83,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class ConntrackConfig:
     shards: int = 1024           # lock shards, power of two
-    buckets: int = 65536         # hash buckets, power of two, >= shards
+    buckets: int = 262144        # hash buckets, power of two, >= shards (one per entry)
     max_entries: int = 262144    # table size cap
     gc_interval: float = 1.0     # seconds between incremental GC passes
     expect_max: int = 4096       # expectation table cap

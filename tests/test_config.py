@@ -177,7 +177,7 @@ def test_defaults():
     cfg = parse("")
     assert cfg == config.Config(path="<test>")
     assert cfg.conntrack == config.ConntrackConfig(
-        shards=1024, buckets=65536, max_entries=262144, gc_interval=1.0, timeouts={})
+        shards=1024, buckets=262144, max_entries=262144, gc_interval=1.0, timeouts={})
     assert cfg.queue == config.QueueConfig(
         num=0, install_rules=False, on_stop="bypass", hooks=("FORWARD",), chain="FWD")
     assert cfg.policy == config.PolicyConfig(default="drop", default_mark=None, rules=())
