@@ -13,10 +13,10 @@
 #define FWD_MAX_RULES 4096
 
 /* The integer fields of a rule: name, range, where they go.  src and dst (bytes or None) are
- * read apart, after family. */
+ * read apart, after family, and so are the interface names iif and oif (str). */
 struct rule_ints {
 	long long state_mask, family, proto, src_plen, dst_plen, sport_lo, sport_hi, dport_lo,
-		dport_hi, iif, oif, verdict, mark;
+		dport_hi, verdict, mark;
 };
 
 static const struct {
@@ -27,12 +27,13 @@ static const struct {
 #define F(name, lo, hi) { #name, lo, hi, offsetof(struct rule_ints, name) }
 	F(state_mask, 0, (1 << FWD_STATES) - 1), F(family, 0, 6), F(proto, -1, 255),
 	F(src_plen, 0, 128), F(dst_plen, 0, 128), F(sport_lo, 0, 65535), F(sport_hi, 0, 65535),
-	F(dport_lo, 0, 65535), F(dport_hi, 0, 65535), F(iif, 0, UINT32_MAX),
-	F(oif, 0, UINT32_MAX), F(verdict, 0, FWD_VERDICTS - 1), F(mark, -1, UINT32_MAX),
+	F(dport_lo, 0, 65535), F(dport_hi, 0, 65535), F(verdict, 0, FWD_VERDICTS - 1),
+	F(mark, -1, UINT32_MAX),
 #undef F
 };
 #define NRULE_INTS (sizeof(rule_ints) / sizeof(rule_ints[0]))
 static const char *const rule_addrs[2] = { "src", "dst" };
+static const char *const rule_ifs[2] = { "iif", "oif" };
 
 static const char *const helper_fields[] = { "type", "on_error", "classes", "knobs", "bindings" };
 #define NHELPER_FIELDS (sizeof(helper_fields) / sizeof(helper_fields[0]))
@@ -88,6 +89,34 @@ static int addr_attr(PyObject *obj, const char *name, uint8_t family, unsigned p
 	return err;
 }
 
+/* obj.name, an interface as iptables' -i writes it ("" = any, "eth0", "vlan+"), into *im. */
+static int ifname_attr(PyObject *obj, const char *name, struct fwd_ifmatch *im)
+{
+	PyObject *v = PyObject_GetAttrString(obj, name);
+	const char *s;
+	Py_ssize_t len;
+	int err = -1;
+
+	if (!v)
+		return -1;
+	if (!PyUnicode_Check(v)) {
+		PyErr_Format(PyExc_TypeError, "%s must be str", name);
+	} else if (!(s = PyUnicode_AsUTF8AndSize(v, &len))) {
+		/* UnicodeEncodeError set */
+	} else if (len >= (Py_ssize_t)sizeof(im->name) || strlen(s) != (size_t)len) {
+		PyErr_Format(PyExc_ValueError, "%s %R: an interface name is 0-%zu bytes, no NUL",
+			     name, v, sizeof(im->name) - 1);
+	} else {
+		im->wild = len > 0 && s[len - 1] == '+';
+		im->len = (uint8_t)(len - im->wild);
+		memcpy(im->name, s, im->len);
+		im->name[im->len] = 0;
+		err = 0;
+	}
+	Py_DECREF(v);
+	return err;
+}
+
 static int parse_rule(PyObject *item, struct fwd_rule *r)
 {
 	struct rule_ints v;
@@ -109,7 +138,8 @@ static int parse_rule(PyObject *item, struct fwd_rule *r)
 	if (addr_attr(item, "src", (uint8_t)v.family, (unsigned)v.src_plen, &r->src, &r->src_mask,
 		      &has_src) ||
 	    addr_attr(item, "dst", (uint8_t)v.family, (unsigned)v.dst_plen, &r->dst, &r->dst_mask,
-		      &has_dst))
+		      &has_dst) ||
+	    ifname_attr(item, "iif", &r->iif) || ifname_attr(item, "oif", &r->oif))
 		return -1;
 	r->state_mask = (uint32_t)v.state_mask;
 	r->family = (uint8_t)v.family;
@@ -120,8 +150,6 @@ static int parse_rule(PyObject *item, struct fwd_rule *r)
 	r->dport_lo = (uint16_t)v.dport_lo;
 	r->dport_hi = (uint16_t)v.dport_hi;
 	r->has_ports = v.sport_lo > 0 || v.sport_hi < 65535 || v.dport_lo > 0 || v.dport_hi < 65535;
-	r->iif = (uint32_t)v.iif;
-	r->oif = (uint32_t)v.oif;
 	r->verdict = (uint8_t)v.verdict;
 	r->mark = v.mark;
 	return 0;
@@ -364,6 +392,7 @@ PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw)
 			Py_DECREF(seq);
 			return NULL;
 		}
+		pol->ifnames |= pol->rules[i].iif.len || pol->rules[i].oif.len;
 	}
 	Py_DECREF(seq);
 	if ((names != Py_None && set_rule_names(pol, names)) ||
@@ -379,13 +408,15 @@ PyObject *Engine_set_policy(EngineObject *self, PyObject *args, PyObject *kw)
 
 PyObject *fwd_policy_rule_fields(void)
 {
-	const char *names[NRULE_INTS + 2];
+	const char *names[NRULE_INTS + 4];
 
 	for (size_t i = 0; i < NRULE_INTS; i++)
 		names[i] = rule_ints[i].name;
-	names[NRULE_INTS] = rule_addrs[0];
-	names[NRULE_INTS + 1] = rule_addrs[1];
-	return str_tuple(names, NRULE_INTS + 2);
+	for (size_t i = 0; i < 2; i++) {
+		names[NRULE_INTS + i] = rule_addrs[i];
+		names[NRULE_INTS + 2 + i] = rule_ifs[i];
+	}
+	return str_tuple(names, NRULE_INTS + 4);
 }
 
 PyObject *fwd_policy_helper_fields(void)

@@ -63,6 +63,8 @@ void fwd_engine_destroy(struct fwd_engine *e)
 	fwd_exp_table_destroy(&e->exp);
 	for (unsigned i = 0; i < FWD_HELPER_STRIPES; i++)
 		fwd_lock_destroy(&e->helper_locks[i]);
+	for (unsigned i = 0; i < FWD_MAX_WORKERS; i++)
+		fwd_ifnames_close(&e->workers[i].ifnames);
 	fwd_policy_free(e->policy);
 }
 
@@ -342,15 +344,44 @@ static int run_helper(struct fwd_engine *e, struct fwd_worker *w, struct fwd_ct 
 	return h->on_error;
 }
 
+/* The interface names for a batch, or NULL where none are needed or they cannot be read (then
+ * rules naming an interface match none of the batch: stricter; the map is reopened at a later
+ * batch).  Called once per batch, before any of its packets is decided; that makes it exact
+ * enough: the packets were queued before this call, and the kernel posts a link's creation,
+ * rename or deletion to the rtnetlink socket as it makes the change, so once the queued events
+ * are drained the map is at least as new as every packet of the batch.  A name is never older
+ * than the packet (no rule matches an interface by a name it had lost by then); it may be
+ * newer when the change came while the packet waited in the queue. */
+static const struct fwd_ifnames *batch_ifnames(struct fwd_worker *w, const struct fwd_policy *pol,
+					       const struct fwd_pkt_in *in, size_t n)
+{
+	size_t i = 0;
+
+	if (!pol->ifnames)
+		return NULL;
+	while (i < n && !in[i].iif && !in[i].oif) /* e.g. replay: no packet has an interface */
+		i++;
+	if (i == n)
+		return NULL;
+	if ((!w->ifnames.nl && fwd_ifnames_open(&w->ifnames)) || fwd_ifnames_sync(&w->ifnames)) {
+		COUNT(w, ifname_errors);
+		return NULL;
+	}
+	return &w->ifnames;
+}
+
 void fwd_engine_process(struct fwd_engine *e, unsigned wi, const struct fwd_pkt_in *in, size_t n,
 			uint64_t now, struct fwd_result *out, fwd_trace_fn trace, void *trace_arg)
 {
 	struct fwd_worker *w = &e->workers[wi];
 	struct fwd_policy *pol = policy_enter(e, &w->reading);
+	const struct fwd_ifnames *ifn = batch_ifnames(w, pol, in, n);
 
 	for (size_t i = 0; i < n; i++) {
 		struct fwd_pkt p;
-		struct fwd_match_in m = { .pkt = &p, .iif = in[i].iif, .oif = in[i].oif };
+		struct fwd_match_in m = { .pkt = &p,
+					  .iif = ifn ? fwd_ifnames_get(ifn, in[i].iif) : NULL,
+					  .oif = ifn ? fwd_ifnames_get(ifn, in[i].oif) : NULL };
 		struct fwd_result *r = &out[i];
 		struct tracked tr = { 0 };
 		int rule;

@@ -12,6 +12,7 @@
 #include "fwd_ct_proto.h"
 #include "fwd_expect.h"
 #include "fwd_helper.h"
+#include "fwd_ifnames.h"
 #include "fwd_policy.h"
 
 #define FWD_MAX_WORKERS 64
@@ -22,7 +23,7 @@
 #define FWD_WORKER_COUNTERS(X) \
 	X(packets) X(batches) X(accepted) X(dropped) \
 	X(found) X(new) X(insert) X(insert_failed) X(drop) X(related) X(untracked) \
-	X(expect_new) X(helper_errors) \
+	X(expect_new) X(helper_errors) X(ifname_errors) \
 	X(invalid) X(invalid_truncated) X(invalid_malformed) X(invalid_fragment) X(invalid_checksum) \
 	X(invalid_state)
 
@@ -36,6 +37,8 @@ struct fwd_worker {
 	struct fwd_worker_stats st;  /* written by the slot's thread only */
 	struct fwd_policy *reading;  /* atomic: policy in use by the current batch, or NULL */
 	uint32_t busy;               /* atomic: a thread is running a batch on this slot */
+	struct fwd_ifnames ifnames;  /* interface names, opened when a policy names one; the
+				      * slot's thread only */
 } __attribute__((aligned(64)));
 
 struct fwd_engine {

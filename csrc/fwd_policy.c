@@ -26,6 +26,15 @@ static bool is_port_proto(uint8_t proto)
 	return proto == 6 || proto == 17;
 }
 
+bool fwd_ifmatch(const struct fwd_ifmatch *im, const char *name)
+{
+	if (!im->len)
+		return true;
+	if (!name)
+		return false;
+	return im->wild ? strncmp(name, im->name, im->len) == 0 : strcmp(name, im->name) == 0;
+}
+
 static bool rule_match(const struct fwd_rule *r, const struct fwd_match_in *m)
 {
 	const struct fwd_pkt *p = m->pkt;
@@ -33,9 +42,7 @@ static bool rule_match(const struct fwd_rule *r, const struct fwd_match_in *m)
 
 	if (r->state_mask && !(r->state_mask & (1u << m->state)))
 		return false;
-	if (r->iif && r->iif != m->iif)
-		return false;
-	if (r->oif && r->oif != m->oif)
+	if (!fwd_ifmatch(&r->iif, m->iif) || !fwd_ifmatch(&r->oif, m->oif))
 		return false;
 	if (r->family || r->proto >= 0 || r->has_addr || r->has_ports) {
 		if (!p->l3_parsed)

@@ -33,11 +33,20 @@ extern const char *const fwd_state_names[FWD_STATES];
 
 #define FWD_MARK_NONE (-1)
 
+/* An interface a rule names, as iptables' -i/-o: the whole name, or with `wild` every name
+ * that starts with name[0..len) (written "vlan+").  len 0 (none given, or a lone "+") = any,
+ * a packet without that interface included, as in iptables. */
+struct fwd_ifmatch {
+	char name[16];  /* IFNAMSIZ, NUL-terminated, without the "+" */
+	uint8_t len;
+	bool wild;
+};
+
 struct fwd_rule {
 	union fwd_addr src, dst;           /* already masked */
 	union fwd_addr src_mask, dst_mask; /* all-zero = any */
 	uint32_t state_mask;               /* bit per enum fwd_state; 0 = any */
-	uint32_t iif, oif;                 /* 0 = any */
+	struct fwd_ifmatch iif, oif;
 	int64_t mark;                      /* FWD_MARK_NONE or 0..2^32-1 */
 	uint16_t sport_lo, sport_hi, dport_lo, dport_hi;
 	int16_t proto;                     /* -1 = any */
@@ -66,6 +75,7 @@ struct fwd_policy {
 	uint32_t hits_stride;  /* counters per worker row: nrules + 1, rounded up to a cache line */
 	uint64_t *hits;        /* [worker][rule], the default verdict last; each row its owner's */
 	char **names;          /* rule names for traces, NULL or nrules JSON-safe strings */
+	bool ifnames;          /* a rule names an interface: packets need their interfaces' names */
 	uint8_t default_verdict;
 	int64_t default_mark;
 	struct fwd_rule rules[];
@@ -88,10 +98,13 @@ static inline void fwd_policy_hit(struct fwd_policy *pol, unsigned w, int rule)
 /* Sums every worker's hits into out[0..nrules] (out[nrules] = default).  Locking: none. */
 void fwd_policy_hits(const struct fwd_policy *pol, uint64_t *out);
 
+/* Whether interface `name` (NULL: none or unknown) is one that `im` names. */
+bool fwd_ifmatch(const struct fwd_ifmatch *im, const char *name);
+
 /* What the policy looks at for one packet. */
 struct fwd_match_in {
 	const struct fwd_pkt *pkt;
-	uint32_t iif, oif;
+	const char *iif, *oif; /* interface names, NULL = none or unknown */
 	uint8_t state;
 };
 

@@ -23,7 +23,8 @@ MAX_WORKERS: int  # engine worker slots (one thread per slot at a time)
 RULE_FIELDS: tuple[str, ...]
 HELPER_FIELDS: tuple[str, ...]
 
-# A packet: (l3_bytes, iif, oif).  A result: (verdict, mark, state, rule_index), plus with
+# A packet: (l3_bytes, iif, oif), interface indexes (0: none; the engine looks their names up
+# for rules naming interfaces).  A result: (verdict, mark, state, rule_index), plus with
 # detail=True the journal id of the expectation a RELATED packet matched (0: none).
 Packet = tuple[bytes, int, int]
 Result = tuple[int, int, int, int]

@@ -63,7 +63,9 @@ MAX_FRAG_TIMEOUT = 3600
 RESERVED_CHAINS = ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING",
                    "ACCEPT", "DROP", "QUEUE", "RETURN")
 _CHAIN_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,27}")  # iptables: at most 28 characters
-_IFNAME_RE = re.compile(r"[^/:\s]+")  # Linux: no '/', ':' or space, IFNAMSIZ - 1 bytes at most
+# Linux: no '/', ':' or space, IFNAMSIZ - 1 bytes at most.  As in iptables' -i, a trailing '+'
+# makes it a prefix ("vlan+": every name starting "vlan"; a lone "+": any interface).
+_IFNAME_RE = re.compile(r"[^/:\s]+")
 _RANGE_RE = re.compile(r"([0-9]+)-([0-9]+)")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                           r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
@@ -133,7 +135,8 @@ class RuleConfig:
     dst: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     sport: tuple[int, int] | None = None     # inclusive range
     dport: tuple[int, int] | None = None
-    iif: str | None = None                   # interface names, resolved by fwd.engine
+    iif: str | None = None                   # interface names ("vlan+": a prefix), matched
+                                             # by name when a packet is decided
     oif: str | None = None
     mark: int | None = None                  # None = leave the packet mark alone
 
@@ -466,7 +469,8 @@ def _ifname(value: Any, key: str) -> str:
     if (not isinstance(value, str) or not _IFNAME_RE.fullmatch(value) or value in (".", "..")
             or len(value.encode()) > 15):
         raise ConfigError(key, "must be an interface name: 1-15 characters without '/', ':' "
-                               f"or spaces, got {show(value)}")
+                               "or spaces, a trailing '+' matching every name that starts with "
+                               f"the rest, got {show(value)}")
     return value
 
 

@@ -6,14 +6,15 @@ The policy crosses by name: set_policy reads each field of a Rule and a HelperSp
 name (_core.RULE_FIELDS, _core.HELPER_FIELDS), and a helper's classes and knobs as dicts keyed by
 the names its C type declares.  tests/test_structure.py checks the two sides agree.
 
-One `configure` path serves start and reload: every rule is compiled (interfaces resolved) before
-the engine is touched, so a failure raises ConfigError and leaves the running policy as it was.
+One `configure` path serves start and reload: every rule is compiled before the engine is
+touched, so a failure raises ConfigError and leaves the running policy as it was.  Interfaces
+cross as names: the engine looks up each packet's interface names when it decides it, so an
+interface a rule names need not exist yet.
 """
 
 from __future__ import annotations
 
-import socket
-from typing import Callable, Mapping, NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 from fwd import _core, helper_config
 from fwd.config import Config, ConfigError, RuleConfig
@@ -35,8 +36,8 @@ class Rule(NamedTuple):
     sport_hi: int = 65535
     dport_lo: int = 0
     dport_hi: int = 65535
-    iif: int = 0                 # interface index, 0 = any
-    oif: int = 0
+    iif: str = ""                # interface name, "" = any; "vlan+": every name starting "vlan"
+    oif: str = ""
     verdict: int = _core.VERDICT_DROP
     mark: int = -1               # -1 = leave the mark alone
 
@@ -59,9 +60,8 @@ def create_engine(cfg: Config) -> _core.Engine:
                         tcp_loose=ct.tcp_loose, checksum=ct.checksum)
 
 
-def compile_rule(rule: RuleConfig, key: str,
-                 resolve_ifindex: Callable[[str], int] = socket.if_nametoindex) -> Rule:
-    """One rule as Engine.set_policy takes it; `key` ("policy.rule[N]") names it in errors."""
+def compile_rule(rule: RuleConfig) -> Rule:
+    """One rule as Engine.set_policy takes it."""
     state_mask = 0
     for state in rule.ct_state:
         state_mask |= 1 << _core.STATE_NAMES.index(state)
@@ -75,8 +75,8 @@ def compile_rule(rule: RuleConfig, key: str,
         proto=-1 if rule.proto is None else rule.proto,
         src=src, src_plen=src_plen, dst=dst, dst_plen=dst_plen,
         sport_lo=sport[0], sport_hi=sport[1], dport_lo=dport[0], dport_hi=dport[1],
-        iif=_ifindex(rule.iif, f"{key}.iif", resolve_ifindex),
-        oif=_ifindex(rule.oif, f"{key}.oif", resolve_ifindex),
+        iif=rule.iif or "",
+        oif=rule.oif or "",
         verdict=VERDICTS[rule.verdict],
         mark=-1 if rule.mark is None else rule.mark,
     )
@@ -95,13 +95,11 @@ def compile_helper(helper: helper_config.HelperConfig) -> HelperSpec:
     )
 
 
-def configure(engine: _core.Engine, cfg: Config,
-              resolve_ifindex: Callable[[str], int] = socket.if_nametoindex) -> list[str]:
+def configure(engine: _core.Engine, cfg: Config) -> list[str]:
     """Compile cfg.policy and swap it into `engine`; returns the rule names, indexed like
     Result.rule_index.  Raises ConfigError (naming the key) before changing anything."""
     policy = cfg.policy
-    rules = [compile_rule(rule, f"policy.rule[{i}]", resolve_ifindex)
-             for i, rule in enumerate(policy.rules)]
+    rules = [compile_rule(rule) for rule in policy.rules]
     default_mark = -1 if policy.default_mark is None else policy.default_mark
     names = [rule.name for rule in policy.rules]
     helpers = [compile_helper(h) for h in helper_config.load_all(cfg) if h.enabled]
@@ -117,11 +115,3 @@ def _prefix(network) -> tuple[bytes | None, int]:
         return None, 0
     return network.network_address.packed, network.prefixlen
 
-
-def _ifindex(name: str | None, key: str, resolve: Callable[[str], int]) -> int:
-    if name is None:
-        return 0
-    try:
-        return resolve(name)
-    except OSError:
-        raise ConfigError(key, f"no such interface {name!r}") from None

@@ -55,6 +55,8 @@ CT_COUNTERS = {
     "untracked": "Packets that are never tracked (IPv6 neighbour discovery, router messages)",
     "expect_new": "Connections created by an expectation (RELATED until a reply)",
     "helper_errors": "Packets a helper could not parse (they got the helper's on_error verdict)",
+    "ifname_errors": "Batches decided without interface names (the rtnetlink link map could not "
+                     "be read): rules naming an interface matched none of their packets",
 }
 # Engine.stats()["expect"] counters: name -> help (fwd_expect_<name>_total).
 EXPECT_COUNTERS = {

@@ -1,6 +1,7 @@
-"""Three network namespaces in a row: client -- fw -- server.
+"""Three network namespaces in a row: client -- fw -- server; a single scratch namespace; a
+thread entering one.
 
-Used by `fwd lab`, the integration tests and the benchmarks.  Every name is unique per run, the
+Used by `fwd lab`, the tests and the benchmarks.  Every name is unique per run, the
 firewall namespace routes between two veth links, and `close()` removes the namespaces (and with
 them every veth, rule and route inside) even after a failure.  Nothing is ever configured in the
 caller's own network namespace except creating and deleting these namespaces.
@@ -8,6 +9,8 @@ caller's own network namespace except creating and deleting these namespaces.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -15,6 +18,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 # Addresses live only inside the namespaces created here.
 CLIENT4, FW_IN4 = "10.77.1.2", "10.77.1.1"
@@ -24,10 +28,67 @@ SERVER6, FW_OUT6 = "fd77:2::2", "fd77:2::1"
 # Interface names inside the namespaces (they only need to be unique per namespace).
 FW_IN_IF, FW_OUT_IF = "fwin", "fwout"
 CLIENT_IF, SERVER_IF = "eth0", "eth0"
+CLONE_NEWNET = 0x40000000
 
 
 def _sh(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=check, capture_output=True, text=True)
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _delete(ns: str) -> None:
+    """Delete namespace `ns`; processes still inside it are killed first (by PID)."""
+    for pid in _sh(["ip", "netns", "pids", ns], check=False).stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    _sh(["ip", "netns", "del", ns], check=False)
+
+
+@contextlib.contextmanager
+def scratch(prefix: str = "fwd") -> Iterator[str]:
+    """A new network namespace with a unique name (only lo, up), deleted on exit."""
+    ns = _unique(prefix)
+    try:
+        _sh(["ip", "netns", "add", ns])
+        _sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+        yield ns
+    finally:
+        _delete(ns)
+
+
+@contextlib.contextmanager
+def entered(ns: str) -> Iterator[None]:
+    """The calling thread inside network namespace `ns` (of `ip netns`), back where it was on
+    exit.  Sockets it opens meanwhile stay in `ns`; so do the commands it starts."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{ns}") as there:
+        if libc.setns(there.fileno(), CLONE_NEWNET):
+            raise OSError(ctypes.get_errno(), f"setns {ns}")
+        try:
+            yield
+        finally:
+            if libc.setns(home.fileno(), CLONE_NEWNET):
+                raise OSError(ctypes.get_errno(), "setns back")
+
+
+def wait_links_up(*namespaces: str, timeout: float = 5) -> None:
+    """Waits until every link of the namespaces is up.  The kernel brings a new veth's carrier
+    up asynchronously (up to about a second later) and until then silently drops what is sent,
+    e.g. the first neighbour solicitation."""
+    deadline = time.monotonic() + timeout
+    for ns in namespaces:
+        while True:
+            links = json.loads(_sh(["ip", "-n", ns, "-j", "link", "show"]).stdout)
+            if all(link["operstate"] in ("UP", "UNKNOWN") for link in links):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"links in {ns} not up after {timeout} s: {links}")
+            time.sleep(0.02)
 
 
 @dataclass
@@ -38,7 +99,7 @@ class Topology:
 
     @classmethod
     def create(cls, prefix: str = "fwd") -> "Topology":
-        tag = f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
+        tag = _unique(prefix)
         topo = cls(client=f"{tag}-c", fw=f"{tag}-f", server=f"{tag}-s")
         try:
             topo._build()
@@ -73,20 +134,7 @@ class Topology:
                 self.ip(ns, "-6", "route", "add", "default", "via", gw6)
         self.run(self.fw, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         self.run(self.fw, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
-        self._wait_links_up()
-
-    def _wait_links_up(self, timeout: float = 5) -> None:
-        """The kernel brings a new veth's carrier up asynchronously (up to about a second later)
-        and until then silently drops what is sent, e.g. the first neighbour solicitation."""
-        deadline = time.monotonic() + timeout
-        for ns in (self.client, self.fw, self.server):
-            while True:
-                links = json.loads(_sh(["ip", "-n", ns, "-j", "link", "show"]).stdout)
-                if all(link["operstate"] in ("UP", "UNKNOWN") for link in links):
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"links in {ns} not up after {timeout} s: {links}")
-                time.sleep(0.02)
+        wait_links_up(self.client, self.fw, self.server)
 
     # --- running things inside a namespace ---------------------------------------------------
     def argv(self, ns: str, argv: list[str]) -> list[str]:
@@ -107,13 +155,7 @@ class Topology:
     def close(self) -> None:
         """Delete the namespaces; processes still inside them are killed first (by PID)."""
         for ns in (self.client, self.fw, self.server):
-            pids = _sh(["ip", "netns", "pids", ns], check=False).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            _sh(["ip", "netns", "del", ns], check=False)
+            _delete(ns)
 
     def __enter__(self) -> "Topology":
         return self

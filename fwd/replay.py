@@ -320,8 +320,8 @@ def main(args: argparse.Namespace) -> int:
         cfg = config.load(args.config)
         eng = engine.create_engine(cfg)
         eng.expect_journal(True)
-        # Offline no interface exists: names resolve to an index no packet has.
-        rule_names = engine.configure(eng, cfg, resolve_ifindex=lambda _name: 0xFFFFFFFF)
+        # Packets are replayed without interfaces (index 0): a rule naming one matches none.
+        rule_names = engine.configure(eng, cfg)
     except config.ConfigError as err:
         print(f"fwd replay: config error: {err}", file=sys.stderr)
         return config.EXIT_CONFIG

@@ -3,6 +3,8 @@
 Under CI (the `CI` environment variable set, non-empty) every skip is a failure: the integration
 tests need root, namespaces and iptables, and CI provides them, so a skip there means a test that
 silently did not run.  Expected failures (xfail) are left alone.
+
+The `netns` fixture puts a test inside a network namespace of its own.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import os
 
 import pytest
+
+from fwd.netns import entered, scratch
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -44,3 +48,13 @@ def pytest_make_collect_report(collector):
     """Skips at import time (pytest.skip(allow_module_level=True), importorskip) count too."""
     outcome = yield
     _fail_skip(outcome.get_result())
+
+
+@pytest.fixture
+def netns():
+    """A scratch network namespace (fwd.netns.scratch) that the test's thread is inside for the
+    test: engines it runs read that namespace's interfaces.  Needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates a network namespace")
+    with scratch("fwdt") as ns, entered(ns):
+        yield ns

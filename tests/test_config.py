@@ -151,6 +151,9 @@ BAD = [
     (rule("verdict = 'drop'\niif = 'eth0:1'"), "policy.rule[0].iif", "without '/', ':' or spaces"),
     (rule("verdict = 'drop'\noif = 'e th0'"), "policy.rule[0].oif", "interface name"),
     (rule("verdict = 'drop'\noif = '..'"), "policy.rule[0].oif", "interface name"),
+    (rule("verdict = 'drop'\niif = 'a-long-prefix00+'"), "policy.rule[0].iif", "1-15 characters"),
+    (rule("verdict = 'drop'") + rule("verdict = 'drop'\niif = 'eth/0+'"), "policy.rule[1].iif",
+     "a trailing '+' matching every name that starts with the rest"),
     (rule("verdict = 'drop'\nmark = 4294967296"), "policy.rule[0].mark", "0..4294967295"),
     (rule("verdict = 'drop'\nmark = '0x10'"), "policy.rule[0].mark", 'got "0x10"'),
     # -- [fragments]
@@ -229,6 +232,14 @@ def test_full_rule_and_values():
         src=ipaddress.ip_network("2001:db8::/32"), dst=ipaddress.ip_network("2001:db8::1/128"),
         sport=(1024, 65535), dport=(443, 443), iif="fwin", oif="fwout", mark=0)
     assert sctp == config.RuleConfig(name="rule[1]", verdict="accept", proto=132, family=4)
+
+
+def test_interface_wildcards_and_names_that_need_not_exist():
+    """As iptables' -i: a trailing '+' makes the name a prefix, a lone '+' is any interface.
+    Names are matched when packets are decided, so none need exist now."""
+    rules = parse(rule("verdict = 'drop'\niif = 'eth0+'\noif = '+'")
+                  + rule("verdict = 'drop'\niif = 'nosuch-if-here0'")).policy.rules
+    assert [(r.iif, r.oif) for r in rules] == [("eth0+", "+"), ("nosuch-if-here0", None)]
 
 
 def test_family_implied_by_either_address():

@@ -187,7 +187,7 @@ def test_events_stream_new_and_destroy(tmp_path):
 
     eng = _core.Engine(shards=4, buckets=64)
     fwd_engine.configure(eng, config.Config(policy=config.parse(
-        {"policy": {"default": "accept"}}).policy), resolve_ifindex=lambda name: 0)
+        {"policy": {"default": "accept"}}).policy))
     path = str(tmp_path / "ctl.sock")
     with serving(eng, path) as server:
         stream = control.responses(path, {"command": "conntrack.events"}, timeout=10)

@@ -25,7 +25,7 @@ POLICY = config.parse({"policy": {"default": "accept", "rule": [
 
 def new_engine(**kw) -> _core.Engine:
     eng = _core.Engine(**{"shards": 16, "buckets": 64, **kw})
-    engine.configure(eng, config.Config(policy=POLICY), resolve_ifindex=lambda name: 0xFFFFFFFF)
+    engine.configure(eng, config.Config(policy=POLICY))
     return eng
 
 
@@ -73,6 +73,7 @@ def test_scrape_reflects_traffic():
     assert value(s, "fwd_conntrack_connections", proto="icmp", state="UNREPLIED") == 1
     assert value(s, "fwd_conntrack_connections", proto="tcp", state="SYN_SENT") == 0
     assert value(s, "fwd_conntrack_insert_total") == 3
+    assert value(s, "fwd_conntrack_ifname_errors_total") == 0  # the policy names no interface
     assert value(s, "fwd_conntrack_found_total") == 3
     assert value(s, "fwd_conntrack_invalid_total", reason="state") == 1
     assert value(s, "fwd_conntrack_invalid_total", reason="fragment") == 0

@@ -14,13 +14,12 @@ namespaces created here and is removed by close().
 
 from __future__ import annotations
 
-import ctypes
 import socket
 import struct
 import time
 
 from fwd.netns import (CLIENT4, CLIENT6, CLIENT_IF, FW_IN_IF, FW_OUT_IF, SERVER4, SERVER6,
-                       SERVER_IF, Topology)
+                       SERVER_IF, Topology, entered)
 
 # Extra hosts beyond each side (wrong senders of ICMP errors and the like): the fw namespace
 # reaches them through the static neighbour entries made here.
@@ -32,7 +31,6 @@ STATE_OF_DSCP = {1: "new", 2: "established", 3: "related", 0: "untracked"}
 BARRIER_PORT = 9  # udp 9 -> 9: forwarded untracked; test sequences never use it
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
-CLONE_NEWNET = 0x40000000
 
 
 def _rules(cmd: str) -> list[list[str]]:
@@ -47,19 +45,6 @@ def _rules(cmd: str) -> list[list[str]]:
              "-j", "ACCEPT"],
             [cmd, "-A", "FORWARD", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"],
             [cmd, "-P", "FORWARD", "DROP"]]
-
-
-def _in_netns(name: str, make):
-    """Calls make() with this thread inside network namespace `name`, then comes back."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{name}") as there:
-        if libc.setns(there.fileno(), CLONE_NEWNET):
-            raise OSError(ctypes.get_errno(), f"setns {name}")
-        try:
-            return make()
-        finally:
-            if libc.setns(home.fileno(), CLONE_NEWNET):
-                raise OSError(ctypes.get_errno(), "setns back")
 
 
 def _mac(topo: Topology, ns: str, dev: str) -> bytes:
@@ -106,12 +91,11 @@ class Router:
                          "nud", "permanent")
         self.sock = {}
         for side, ns, dev in (("c", t.client, CLIENT_IF), ("s", t.server, SERVER_IF)):
-            def make(dev=dev):
+            with entered(ns):  # the socket stays in ns
                 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
                 s.bind((dev, 0))
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-                return s
-            self.sock[side] = _in_netns(ns, make)
+            self.sock[side] = s
         self.barrier_seq = 0
 
     def flush(self) -> None:

@@ -83,15 +83,6 @@ def test_other_rules_are_left_alone(start_fwd, topo):
             topo.run(topo.fw, [tool, "-w", "-F", "FORWARD"])
 
 
-def test_unknown_interface_is_a_config_error(start_fwd, topo):
-    fwd = start_fwd(policy='[[policy.rule]]\niif = "nosuch0"\nverdict = "accept"', ready=False)
-    assert fwd.stop(sig=None) == EXIT_CONFIG
-    assert fwd.stderr().startswith("fwd: config error: policy.rule[0].iif: ")
-    # It stopped before touching anything.
-    assert rules(topo, "iptables", CHAIN) is None
-    assert bound_queues(topo) == []
-
-
 def test_invalid_config_exits_78_naming_the_key(tmp_path):
     # Checked before any socket or rule: runs anywhere, no namespace needed.
     bad = tmp_path / "bad.toml"

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from fwd.netns import SERVER4
+from fwd import gateway
+from fwd.netns import SERVER4, scratch, wait_links_up
 
 
 @pytest.fixture(params=["native", "netfilterqueue"])
@@ -162,3 +163,29 @@ def test_bad_checksum_from_a_raw_socket_is_dropped_as_invalid(fwd, peer, topo, a
     logged = fwd.verdicts(lambda v: v.proto == UDP and v.dport == 9003, at_least=2)
     assert [(v.verdict, v.state, v.rule) for v in logged] == [
         ("drop", "invalid", None), ("accept", "new", "from-client")]
+
+
+def test_rule_names_an_interface_created_after_fwd_started(start_fwd, client, peer, topo):
+    """Rules match interface names as packets are decided: fwd starts with a rule naming
+    "late0", which does not exist yet; once a new link (a namespace of its own behind a veth
+    whose fw end is late0) comes up, its traffic is accepted by that rule, while the old client
+    side, which no rule accepts, stays dropped."""
+    fwd = start_fwd(policy=gateway.policy("stateful") +
+                    '\n[[policy.rule]]\nname = "via-late"\niif = "late0"\nverdict = "accept"\n')
+    assert client("udp-request", SERVER4, 9010, timeout=1) == {"error": "TimeoutError"}
+    assert {v.verdict for v in fwd.verdicts(lambda v: v.proto == UDP and v.dport == 9010)} == {
+        "drop"}
+    with scratch("fwdt") as late:
+        topo.ip(late, "link", "add", "name", "eth0", "type", "veth", "peer", "name", "late0",
+                "netns", topo.fw)
+        topo.ip(late, "addr", "add", "10.77.3.2/24", "dev", "eth0")
+        topo.ip(topo.fw, "addr", "add", "10.77.3.1/24", "dev", "late0")
+        topo.ip(late, "link", "set", "eth0", "up")
+        topo.ip(topo.fw, "link", "set", "late0", "up")
+        topo.ip(late, "route", "add", "default", "via", "10.77.3.1")
+        wait_links_up(late, topo.fw)
+        server = peer(topo.server, "tcp-echo", SERVER4, 8090)
+        assert client("tcp-connect", SERVER4, 8090, ns=late) == {"reply": "hello fwd"}
+        assert server.events() == [{"event": "accepted", "peer": "10.77.3.2"}]
+    opening = fwd.verdicts(lambda v: v.proto == TCP and v.dport == 8090)[0]
+    assert (opening.verdict, opening.state, opening.rule) == ("accept", "new", "via-late")

@@ -332,16 +332,15 @@ def test_check_config_where_fwd_runs(topo, tmp_path):
     for ns in (topo.fw, topo.client):
         ok = check(ns, REPO / "etc" / "fwd.toml")
         assert (ok.returncode, ok.stdout) == (0, "ok\n"), ok.stderr
-    # A rule naming the interface "fwin" (which exists in the fw namespace only) passes there.
+    # A rule naming the interface "fwin" passes where it exists (the fw namespace) and where it
+    # does not (yet): rules match interface names when packets are decided.
     named = tmp_path / "fwd.toml"
     named.write_text((REPO / "etc" / "fwd.toml").read_text().replace('# iif = "eth1"',
                                                                      'iif = "fwin"'))
     (tmp_path / "helpers.d").symlink_to(REPO / "etc" / "helpers.d")
-    ok = check(topo.fw, named)
-    assert (ok.returncode, ok.stdout) == (0, "ok\n"), ok.stderr
-    bad = check(topo.client, named)
-    assert bad.returncode == config.EXIT_CONFIG
-    assert bad.stderr == "fwd: config error: policy.rule[2].iif: no such interface 'fwin'\n"
+    for ns in (topo.fw, topo.client):
+        ok = check(ns, named)
+        assert (ok.returncode, ok.stdout) == (0, "ok\n"), ok.stderr
 
 
 # --- the watchdog's health check (no traffic needed) ------------------------------------------
