@@ -24,6 +24,17 @@ PyObject *errno_error(int err)
 	return PyErr_SetFromErrno(err == -EINVAL ? PyExc_ValueError : PyExc_OSError);
 }
 
+/* d[key] = value, taking the reference to value; -1 (and d released) on failure. */
+static int set_new(PyObject *d, const char *key, PyObject *value)
+{
+	int err = value ? PyDict_SetItemString(d, key, value) : -1;
+
+	Py_XDECREF(value);
+	if (err)
+		Py_DECREF(d);
+	return err;
+}
+
 uint64_t seconds_to_ns(double s)
 {
 	return s <= 0 ? 0 : (uint64_t)(s * 1e9);
@@ -325,9 +336,8 @@ static PyObject *conn_dict(const struct fwd_ct_summary *c, uint64_t now)
 	const char *state = o->proto == 6 ? fwd_tcp_state_names[c->proto_state]
 			    : reply_names[!!(c->status & FWD_CT_SEEN_REPLY)];
 	double left = c->expires > now ? (double)(c->expires - now) / 1e9 : 0.0;
-
-	return Py_BuildValue("{s:i,s:i,s:N,s:N,s:i,s:i,s:N,s:N,s:i,s:i,s:s,s:O,s:O,s:O,s:d,s:k,"
-			     "s:k,s:I,s:z}",
+	PyObject *d = Py_BuildValue("{s:i,s:i,s:N,s:N,s:i,s:i,s:N,s:N,s:i,s:i,s:s,s:O,s:O,s:O,s:d,"
+				    "s:k,s:k,s:I,s:z,s:k}",
 			     "proto", o->proto, "family", o->family, "src", addr_str(o, &o->src),
 			     "dst", addr_str(o, &o->dst), "sport", o->sport, "dport", o->dport,
 			     "reply_src", addr_str(r, &r->src), "reply_dst", addr_str(r, &r->dst),
@@ -337,7 +347,14 @@ static PyObject *conn_dict(const struct fwd_ct_summary *c, uint64_t now)
 			     "expected", c->status & FWD_CT_EXPECTED ? Py_True : Py_False,
 			     "timeout", left, "packets_orig", (unsigned long)c->packets[0],
 			     "packets_reply", (unsigned long)c->packets[1], "use", c->use,
-			     "helper", c->helper);
+			     "helper", c->helper, "mark", (unsigned long)c->mark);
+
+	/* Bytes only for a connection that counts them, as conntrack shows bytes= only then. */
+	if (d && c->acct &&
+	    (set_new(d, "bytes_orig", PyLong_FromUnsignedLongLong(c->bytes[0])) ||
+	     set_new(d, "bytes_reply", PyLong_FromUnsignedLongLong(c->bytes[1]))))
+		return NULL;
+	return d;
 }
 
 struct conn_items {
@@ -353,8 +370,8 @@ static PyObject *conn_item(size_t i, void *arg)
 }
 
 /* Parses a filter as fwd.control.Filter.native() makes it: (proto, family, src, src_len, dst,
- * dst_len, sport_lo, sport_hi, dport_lo, dport_hi, state, helper), None: any.  Returns 0, or -1
- * with the error set; f->helper points into `obj`, which must outlive f. */
+ * dst_len, sport_lo, sport_hi, dport_lo, dport_hi, state, helper, mark, mark_mask), None: any.
+ * Returns 0, or -1 with the error set; f->helper points into `obj`, which must outlive f. */
 static int parse_filter(PyObject *obj, struct fwd_ct_filter *f)
 {
 	const char *src, *dst, *state;
@@ -364,10 +381,15 @@ static int parse_filter(PyObject *obj, struct fwd_ct_filter *f)
 	fwd_ct_filter_init(f);
 	if (obj == Py_None)
 		return 0;
-	if (!PyArg_ParseTuple(obj, "ibz#iz#iHHHHzz;filter", &f->proto, &family, &src, &src_n,
+	if (!PyArg_ParseTuple(obj, "ibz#iz#iHHHHzzII;filter", &f->proto, &family, &src, &src_n,
 			      &f->src_len, &dst, &dst_n, &f->dst_len, &f->sport[0], &f->sport[1],
-			      &f->dport[0], &f->dport[1], &state, &f->helper))
+			      &f->dport[0], &f->dport[1], &state, &f->helper, &f->mark,
+			      &f->mark_mask))
 		return -1;
+	if (f->mark & ~f->mark_mask) {
+		PyErr_SetString(PyExc_ValueError, "filter: mark has bits outside its mask");
+		return -1;
+	}
 	f->family = family;
 	if ((src && src_n != (family == 4 ? 4 : 16)) || (dst && dst_n != (family == 4 ? 4 : 16)) ||
 	    f->src_len > (src ? 8 * src_n : -1) || f->dst_len > (dst ? 8 * dst_n : -1)) {
@@ -441,6 +463,18 @@ static PyObject *Engine_connections_page(EngineObject *self, PyObject *args, PyO
 	}
 	list = connections(self, now, filter, start, (size_t)limit, &next);
 	return list ? Py_BuildValue("(NI)", list, next) : NULL;
+}
+
+/* set_accounting(on): whether connections created from now on count bytes (existing ones
+ * keep what they had, as with the kernel's nf_conntrack_acct). */
+static PyObject *Engine_set_accounting(EngineObject *self, PyObject *arg)
+{
+	int on = PyObject_IsTrue(arg);
+
+	if (check_ready(self) || on < 0)
+		return NULL;
+	__atomic_store_n(&self->engine->accounting, on, __ATOMIC_RELAXED);
+	Py_RETURN_NONE;
 }
 
 /* events_listen(on): a listener of NEW/DESTROY events comes (True) or goes (False). */
@@ -930,17 +964,6 @@ PyObject *tuple_dict(const struct fwd_tuple *t)
 static const char *const kind_names[] = { "tracked", "icmp_error", "untracked", "invalid" };
 static const char *const error_names[] = { NULL, "truncated", "malformed", "fragment" };
 
-/* d[key] = value, taking the reference to value; -1 (and d released) on failure. */
-static int set_new(PyObject *d, const char *key, PyObject *value)
-{
-	int err = value ? PyDict_SetItemString(d, key, value) : -1;
-
-	Py_XDECREF(value);
-	if (err)
-		Py_DECREF(d);
-	return err;
-}
-
 /* parse_packet(data, wire_len=0) -> dict: kind; error (invalid); tuple (when the IP header
  * parsed); inner (ICMP errors); l4off and tcp_flags (when the transport header parsed). */
 static PyObject *mod_parse_packet(PyObject *Py_UNUSED(m), PyObject *args)
@@ -985,6 +1008,8 @@ static PyMethodDef Engine_methods[] = {
 	{ "connections", (PyCFunction)(void (*)(void))Engine_connections,
 	  METH_VARARGS | METH_KEYWORDS,
 	  "connections(now, filter=None) -> [dict]: snapshot of the table (the matching part)" },
+	{ "set_accounting", (PyCFunction)Engine_set_accounting, METH_O,
+	  "set_accounting(on): connections created from now on count bytes per direction (or not)" },
 	{ "events_listen", (PyCFunction)Engine_events_listen, METH_O,
 	  "events_listen(on): start (True) or stop (False) listening to NEW/DESTROY events" },
 	{ "events_take", (PyCFunction)Engine_events_take, METH_VARARGS,

@@ -45,6 +45,8 @@ bool fwd_ct_filter_match(const struct fwd_ct_filter *f, const struct fwd_ct *ct)
 		return false;
 	if (f->state != -1 && state_of(ct) != f->state)
 		return false;
+	if (((ct->ext ? ct->ext->mark : 0) & f->mark_mask) != f->mark)
+		return false;
 	if (f->helper) {
 		const struct fwd_helper *h = ct->ext ? ct->ext->helper : NULL;
 

@@ -20,6 +20,7 @@ struct fwd_ct_filter {
 	uint16_t sport[2], dport[2]; /* inclusive ranges; {0, 65535}: any */
 	int state;                /* -1: any; enum fwd_tcp_state (TCP only), or a pseudo state */
 	const char *helper;       /* NULL: any; "": none; else the helper's name */
+	uint32_t mark, mark_mask; /* the connection's mark & mark_mask == mark; {0, 0}: any */
 };
 
 /* A filter that matches everything. */

@@ -30,6 +30,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import stat
 import sys
@@ -84,18 +85,21 @@ class Filter:
     dport: tuple[int, int] | None = None
     state: str | None = None
     helper: str | None = None
+    mark: tuple[int, int] | None = None  # (value, mask): mark & mask == value
 
     @classmethod
     def parse(cls, data: Any) -> "Filter":
         """Check a request's filter object; raises config.ConfigError naming "filter.KEY".
         Values are written as in the config file: proto "tcp" or a number, addresses or
-        networks, ports or "lo-hi" ranges; states in any case; a helper by name."""
+        networks, ports or "lo-hi" ranges; states in any case; a helper by name; a mark as a
+        number or "N/MASK" (decimal or 0x hex), as conntrack --mark."""
         if isinstance(data, dict) and isinstance(data.get("state"), str):
             data = {**data, "state": data["state"].upper()}
         f = cls(**config.read_table(data, "filter", {
             "proto": config.check_proto, "src": config.check_network, "dst": config.check_network,
             "sport": config.check_ports, "dport": config.check_ports, "state": config.check_choice(STATES),
             "helper": config.check_choice(tuple(helper_config.available())),
+            "mark": _check_mark,
         }))
         if f.src and f.dst and f.src.version != f.dst.version:
             raise config.ConfigError("filter.dst", f"is IPv{f.dst.version}, filter.src "
@@ -115,7 +119,29 @@ class Filter:
                 self.src.prefixlen if self.src else -1,
                 self.dst and self.dst.network_address.packed,
                 self.dst.prefixlen if self.dst else -1,
-                *(self.sport or (0, 65535)), *(self.dport or (0, 65535)), self.state, self.helper)
+                *(self.sport or (0, 65535)), *(self.dport or (0, 65535)), self.state, self.helper,
+                *(self.mark or (0, 0)))
+
+
+_MARK_RE = re.compile(r"(0[xX][0-9a-fA-F]+|[0-9]+)(?:/(0[xX][0-9a-fA-F]+|[0-9]+))?")
+
+
+def _check_mark(value: Any, key: str) -> tuple[int, int]:
+    """A mark filter: N or "N/MASK" -> (N, MASK), MASK 0xffffffff when not given.  A mark with
+    bits outside its mask could match nothing, so it is refused."""
+    if type(value) is int:
+        mark = (value, config.MAX_U32)
+    elif isinstance(value, str) and (m := _MARK_RE.fullmatch(value)):
+        mark = (int(m[1], 0), int(m[2], 0) if m[2] else config.MAX_U32)
+    else:
+        mark = None
+    if mark is None or not (0 <= mark[0] <= config.MAX_U32 and 0 <= mark[1] <= config.MAX_U32):
+        raise config.ConfigError(key, 'must be a mark 0..4294967295 or "mark/mask" (decimal or '
+                                      f"0x hex), got {config.show(value)}")
+    if mark[0] & ~mark[1]:
+        raise config.ConfigError(key, f"{config.show(value)} has bits outside the mask: it "
+                                      "matches nothing")
+    return mark
 
 
 # --- the server, in the daemon ----------------------------------------------------------------
@@ -393,6 +419,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="original destination port or range lo-hi")
         p.add_argument("--state", help=f"connection state: {', '.join(STATES)}")
         p.add_argument("--helper", help="connections with this helper attached (e.g. sip)")
+        p.add_argument("--mark", type=_number_or_text,
+                       help="connection mark N or N/MASK (the policy's mark of its first packet)")
         if name == "list":
             _output_arguments(p, "connections", ("json", "extended"))
     ct_sub.add_parser("flush", help="delete every connection")
@@ -464,7 +492,7 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
     request: dict[str, Any] = {"command": f"conntrack.{args.ct_command}"}
     if args.ct_command in ("list", "delete"):
         request["filter"] = {k: v for k in ("proto", "src", "dst", "sport", "dport", "state",
-                                            "helper") if (v := getattr(args, k)) is not None}
+                                            "helper", "mark") if (v := getattr(args, k)) is not None}
     return request
 
 
@@ -580,9 +608,12 @@ def format_expectation(x: dict[str, Any]) -> str:
 
 
 def format_connection(c: dict[str, Any], extended: bool = False, ended: bool = False) -> str:
-    """One connection the way `conntrack -L` prints it (with accounting), e.g.
-    tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 packets=3
-    src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 packets=2 [ASSURED] helper=sip use=1
+    """One connection the way `conntrack -L` prints it, e.g.
+    tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 packets=3 bytes=180
+    src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 packets=2 bytes=120 [ASSURED] mark=7 helper=sip
+    use=1
+    Packets always (fwd counts them), bytes only for a connection that counts them
+    (conntrack.accounting), as conntrack shows them only with nf_conntrack_acct.
     `extended` (`-o extended`) puts the network protocol first: "ipv4     2 tcp      6 ...";
     an `ended` connection (a DESTROY event) has no timeout nor state left to show."""
     proto = c["proto"]
@@ -594,18 +625,25 @@ def format_connection(c: dict[str, Any], extended: bool = False, ended: bool = F
     if proto == 6 and not ended:
         words.append(c["state"])
     words += [f"src={c['src']} dst={c['dst']}", _ports(proto, c["sport"], c["dport"]),
-              f"packets={c['packets_orig']}"]
+              _counters(c, "orig")]
     if not c["seen_reply"]:
         words.append("[UNREPLIED]")
     words += [f"src={c['reply_src']} dst={c['reply_dst']}",
-              _ports(proto, c["reply_sport"], c["reply_dport"]), f"packets={c['packets_reply']}"]
+              _ports(proto, c["reply_sport"], c["reply_dport"]), _counters(c, "reply")]
     if c["assured"]:
         words.append("[ASSURED]")
+    if "mark" in c:
+        words.append(f"mark={c['mark']}")
     if c.get("helper"):
         words.append(f"helper={c['helper']}")
     if "use" in c:
         words.append(f"use={c['use']}")
     return " ".join(w for w in words if w)
+
+
+def _counters(c: dict[str, Any], direction: str) -> str:
+    packets = f"packets={c['packets_' + direction]}"
+    return f"{packets} bytes={c['bytes_' + direction]}" if "bytes_" + direction in c else packets
 
 
 def _ports(proto: int, sport: int, dport: int) -> str:

@@ -214,7 +214,7 @@ def test_events_stream_new_and_destroy(tmp_path):
         destroyed = next(e for e in got if e["event"] == "DESTROY" and e["sport"] == 1000)
         assert control.format_event(destroyed) == (
             "[DESTROY] udp      17 src=10.0.0.1 dst=10.0.0.2 sport=1000 dport=53 packets=1 "
-            "src=10.0.0.2 dst=10.0.0.1 sport=53 dport=1000 packets=1 use=2")
+            "src=10.0.0.2 dst=10.0.0.1 sport=53 dport=1000 packets=1 mark=0 use=2")
         stream.close()  # the client goes: so do the listener and the recording
         assert wait_until(lambda: not server.listeners)
     eng.process(batch(udp("10.0.0.1", "10.0.0.4", 1002, 53)), time.monotonic())

@@ -100,7 +100,7 @@ def test_list_and_filters(traffic):
     timeout = re.fullmatch(
         f"udp      17 ([0-9]+) src={CLIENT4} dst={SERVER4} sport={sport} dport={UDP_PORT} "
         f"packets=1 src={SERVER4} dst={CLIENT4} sport={UDP_PORT} dport={sport} packets=1 "
-        r"use=1", line)
+        r"mark=0 use=1", line)  # no bytes= without conntrack.accounting, as conntrack -L
     # One exchange, not a stream (that takes traffic 2 s after the start): udp's 30 s.
     assert timeout and 0 < int(timeout[1]) <= 30, line
     assert text.stderr == "fwd ctl: 1 flow entries have been shown.\n"
@@ -282,6 +282,17 @@ def conn(**kw) -> dict:
     (conn(proto=47, sport=0, dport=0, reply_sport=0, reply_dport=0, state="REPLIED",
           assured=False, timeout=599),
      "unknown  47 599 src=10.0.0.1 dst=10.0.0.2 packets=3 src=10.0.0.2 dst=10.0.0.1 packets=2"),
+    # With accounting and a mark, in conntrack -L's order (bytes after packets, mark after
+    # the status, before helper and use).
+    (conn(bytes_orig=180, bytes_reply=120, mark=7, use=1),
+     "tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=80 packets=3 "
+     "bytes=180 src=10.0.0.2 dst=10.0.0.1 sport=80 dport=40000 packets=2 bytes=120 [ASSURED] "
+     "mark=7 use=1"),
+    (conn(proto=17, state="UNREPLIED", assured=False, seen_reply=False, timeout=29.2,
+          packets_reply=0, bytes_orig=29, bytes_reply=0, mark=0, helper="sip", use=2),
+     "udp      17 29 src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=80 packets=3 bytes=29 "
+     "[UNREPLIED] src=10.0.0.2 dst=10.0.0.1 sport=80 dport=40000 packets=0 bytes=0 mark=0 "
+     "helper=sip use=2"),
 ])
 def test_format_connection(c, line):
     assert control.format_connection(c) == line
@@ -373,7 +384,7 @@ def test_events_like_conntrack_E(fwd, topo):
         new = events.stdout.readline()
         assert re.fullmatch(rf"    \[NEW\] icmp     1 \d+ src={CLIENT4} dst={SERVER4} type=8 "
                             rf"code=0 id=\d+ packets=1 \[UNREPLIED\] src={SERVER4} "
-                            rf"dst={CLIENT4} type=0 code=0 id=\d+ packets=0 use=\d+\n", new), new
+                            rf"dst={CLIENT4} type=0 code=0 id=\d+ packets=0 mark=0 use=\d+\n", new), new
         assert ctl(fwd, "conntrack", "flush").returncode == 0
         gone = events.stdout.readline()
         assert re.fullmatch(rf"\[DESTROY\] icmp     1 src={CLIENT4} dst={SERVER4} type=8 "
