@@ -512,34 +512,84 @@ static PyObject *event_item(size_t i, void *arg)
 	return d;
 }
 
-/* events_take(now, max) -> ([dict], lost): the events recorded since the last call, oldest
- * first, each a connection dict with "event": "NEW" or "DESTROY"; lost: dropped meanwhile. */
+/* The indexes of the n events that filter f matches, as a list; NULL with the error set. */
+static PyObject *event_picks(const struct fwd_ct_filter *f, const struct fwd_ct_event *items,
+			     size_t n)
+{
+	PyObject *picks = PyList_New(0);
+
+	for (size_t i = 0; picks && i < n; i++) {
+		PyObject *index;
+
+		if (!fwd_ct_filter_match_summary(f, &items[i].ct))
+			continue;
+		index = PyLong_FromSize_t(i);
+		if (!index || PyList_Append(picks, index))
+			Py_CLEAR(picks);
+		Py_XDECREF(index);
+	}
+	return picks;
+}
+
+/* events_take(now, max, filters=()) -> ([dict], lost, picks): the events recorded since the last
+ * call, oldest first, each a connection dict with "event": "NEW" or "DESTROY"; lost: dropped
+ * meanwhile; picks[i]: the indexes of the events that filters[i] (see parse_filter) matches. */
 static PyObject *Engine_events_take(EngineObject *self, PyObject *args)
 {
-	struct fwd_ct_event *items;
-	Py_ssize_t max;
+	PyObject *filters_obj = NULL, *seq = NULL, *list = NULL, *picks = NULL;
+	struct fwd_ct_filter *filters = NULL;
+	struct fwd_ct_event *items = NULL;
+	Py_ssize_t max, nf = 0;
 	uint64_t lost = 0;
-	PyObject *list;
 	size_t n = 0;
 	double now;
 
-	if (check_ready(self) || !PyArg_ParseTuple(args, "dn", &now, &max))
+	if (check_ready(self) || !PyArg_ParseTuple(args, "dn|O", &now, &max, &filters_obj))
 		return NULL;
 	if (max < 1) {
 		PyErr_SetString(PyExc_ValueError, "max must be at least 1");
 		return NULL;
 	}
+	/* Every filter is parsed before any event is taken: a bad one loses none. */
+	if (filters_obj) {
+		seq = PySequence_Fast(filters_obj, "filters must be a sequence");
+		if (!seq)
+			return NULL;
+		nf = PySequence_Fast_GET_SIZE(seq);
+	}
+	filters = malloc(((size_t)nf + 1) * sizeof(*filters));
 	items = malloc((size_t)max * sizeof(*items));
-	if (!items)
-		return PyErr_NoMemory();
+	if (!filters || !items) {
+		PyErr_NoMemory();
+		goto out;
+	}
+	for (Py_ssize_t i = 0; i < nf; i++)
+		if (parse_filter(PySequence_Fast_GET_ITEM(seq, i), &filters[i]))
+			goto out;
 	if (self->events) {
 		Py_BEGIN_ALLOW_THREADS
 		n = fwd_ct_events_take(self->events, items, (size_t)max, &lost);
 		Py_END_ALLOW_THREADS
 	}
 	list = list_of(n, event_item, &(struct event_items){ items, seconds_to_ns(now) });
+	picks = list ? PyList_New(nf) : NULL;
+	for (Py_ssize_t i = 0; picks && i < nf; i++) {
+		PyObject *mine = event_picks(&filters[i], items, n);
+
+		if (!mine)
+			Py_CLEAR(picks);
+		else
+			PyList_SET_ITEM(picks, i, mine);
+	}
+out:
 	free(items);
-	return list ? Py_BuildValue("(NK)", list, (unsigned long long)lost) : NULL;
+	free(filters); /* their helper names point into seq, released after */
+	Py_XDECREF(seq);
+	if (!picks) {
+		Py_XDECREF(list);
+		return NULL;
+	}
+	return Py_BuildValue("(NKN)", list, (unsigned long long)lost, picks);
 }
 
 static PyObject *lock_stats_dict(const struct fwd_lock_stats *s)
@@ -1013,8 +1063,9 @@ static PyMethodDef Engine_methods[] = {
 	{ "events_listen", (PyCFunction)Engine_events_listen, METH_O,
 	  "events_listen(on): start (True) or stop (False) listening to NEW/DESTROY events" },
 	{ "events_take", (PyCFunction)Engine_events_take, METH_VARARGS,
-	  "events_take(now, max) -> ([dict], lost): the connection events recorded since the last "
-	  "call (each a connection dict with \"event\"), and how many were dropped" },
+	  "events_take(now, max, filters=()) -> ([dict], lost, picks): the connection events "
+	  "recorded since the last call (each a connection dict with \"event\"), how many were "
+	  "dropped, and for each filter the indexes of the events it matches" },
 	{ "connections_page", (PyCFunction)(void (*)(void))Engine_connections_page,
 	  METH_VARARGS | METH_KEYWORDS,
 	  "connections_page(now, start, limit, filter=None) -> ([dict], next): about `limit` "

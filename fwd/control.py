@@ -9,9 +9,9 @@ except that a listing comes in pieces of about CHUNK connections, each on a line
 "result": []}.  conntrack.events streams that way until the client goes: pieces of connection
 events ("event": "NEW" or "DESTROY", as `conntrack -E`; {"event": "LOST", "count": n} when a
 client fell behind).
-Commands: conntrack.list, conntrack.delete (both take "filter"; delete refuses an empty one),
-conntrack.flush, conntrack.events, expect.list, expect.flush, stats (fwd.metrics.snapshot),
-reload (the daemon's SIGHUP path).
+Commands: conntrack.list, conntrack.delete, conntrack.events (all take "filter"; delete refuses
+an empty one), conntrack.flush, expect.list, expect.flush, stats (fwd.metrics.snapshot), reload
+(the daemon's SIGHUP path).
 
 Table walks run in worker threads (the C side releases the GIL), a piece at a time and
 filtered in C, so the packet loop goes on and a listing never holds the table in Python.  Each
@@ -146,6 +146,13 @@ def _check_mark(value: Any, key: str) -> tuple[int, int]:
 
 # --- the server, in the daemon ----------------------------------------------------------------
 
+@dataclass
+class _Listener:
+    """A client of conntrack.events."""
+    native: tuple | None  # its filter as Engine.events_take takes it (Filter.native())
+    behind: int = 0       # events it lost since its last piece (its queue was full)
+
+
 class ControlServer:
     """The control socket on the running loop; close() stops it and removes the socket file."""
 
@@ -156,8 +163,8 @@ class ControlServer:
         self._inode: int | None = None
         self.clients = 0
         self.walks = asyncio.Semaphore(LISTINGS)
-        # Event listeners: their queue of pieces -> events lost since their last piece.
-        self.listeners: dict[asyncio.Queue, int] = {}
+        # Event listeners: their queue of pieces -> what they asked for and have lost.
+        self.listeners: dict[asyncio.Queue, _Listener] = {}
         self._pump: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -233,13 +240,14 @@ class ControlServer:
             log.exception("control request %r failed", line)
             yield {"ok": False, "error": f"internal error: {err!r}"}
 
-    async def events(self) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """Pieces of connection events from now on, for as long as the caller takes them."""
+    async def events(self, match: Filter) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Pieces of the events of connections that `match`, from now on, for as long as the
+        caller takes them."""
         queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue(EVENT_BACKLOG)
         if not self.listeners:
             self.daemon.engine.events_listen(True)
             self._pump = asyncio.create_task(self._pump_events(), name="conntrack events")
-        self.listeners[queue] = 0
+        self.listeners[queue] = _Listener(match.native())
         try:
             while True:
                 try:
@@ -258,20 +266,26 @@ class ControlServer:
         while True:
             await asyncio.sleep(EVENT_INTERVAL)
             for _ in range(EVENT_BACKLOG):  # what came meanwhile, a piece at a time; bounded:
-                events, lost = self.daemon.engine.events_take(time.monotonic(), CHUNK)
+                filters = [listener.native for listener in self.listeners.values()]
+                events, lost, picks = self.daemon.engine.events_take(time.monotonic(), CHUNK,
+                                                                     filters)
                 if events or lost:  # the loop has other clients to serve
-                    self._hand_out(events, lost)
+                    self._hand_out(events, lost, picks)
                 if len(events) < CHUNK:
                     break
 
-    def _hand_out(self, events: list[dict[str, Any]], lost: int) -> None:
-        for queue, behind in self.listeners.items():
+    def _hand_out(self, events: list[dict[str, Any]], lost: int, picks: list[list[int]]) -> None:
+        """Each listener gets the events its filter picked (C matched them); events the engine
+        lost are counted to every listener, as nobody can tell whose they were."""
+        for (queue, listener), pick in zip(self.listeners.items(), picks):
+            mine = events if listener.native is None else [events[i] for i in pick]
             if queue.full():
-                self.listeners[queue] = behind + len(events) + lost
+                listener.behind += len(mine) + lost
                 continue
-            missed = behind + lost
-            queue.put_nowait(events + ([{"event": "LOST", "count": missed}] if missed else []))
-            self.listeners[queue] = 0
+            missed = listener.behind + lost
+            if mine or missed:
+                queue.put_nowait(mine + ([{"event": "LOST", "count": missed}] if missed else []))
+            listener.behind = 0
 
     async def pieces(self, match: Filter) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The matching connections, about CHUNK at a time, walked in C a piece at a time."""
@@ -356,7 +370,7 @@ async def _delete(server: ControlServer, request: dict[str, Any]) -> dict[str, i
 
 async def _events(server: ControlServer, request: dict[str, Any]
                   ) -> AsyncGenerator[list[dict[str, Any]], None]:
-    return server.events()
+    return server.events(Filter.parse(request.get("filter", {})))
 
 
 async def _flush(server: ControlServer, request: dict[str, Any]) -> dict[str, int]:
@@ -388,7 +402,7 @@ COMMANDS = {
     "conntrack.list": (_list, ("filter",)),
     "conntrack.delete": (_delete, ("filter",)),
     "conntrack.flush": (_flush, ()),
-    "conntrack.events": (_events, ()),
+    "conntrack.events": (_events, ("filter",)),
     "expect.list": (_expect_list, ()),
     "expect.flush": (_expect_flush, ()),
     "stats": (_stats, ()),
@@ -407,7 +421,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     conntrack = sub.add_parser("conntrack", help="list, delete or flush tracked connections")
     ct_sub = conntrack.add_subparsers(dest="ct_command", required=True, metavar="ACTION")
     for name, help_text in (("list", "list connections, like conntrack -L"),
-                            ("delete", "delete the connections that match the filters")):
+                            ("delete", "delete the connections that match the filters"),
+                            ("events", "show connections as they come and go, like conntrack -E "
+                                       "(until interrupted)")):
         p = ct_sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("-p", "--proto", type=_number_or_text,
                        help="tcp, udp, icmp, icmpv6 or a protocol number")
@@ -424,8 +440,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if name == "list":
             _output_arguments(p, "connections", ("json", "extended"))
     ct_sub.add_parser("flush", help="delete every connection")
-    ct_sub.add_parser("events", help="show connections as they come and go, like conntrack -E "
-                      "(until interrupted)")
     expect = sub.add_parser("expect", help="list or flush expectations (helpers' pinholes)")
     exp_sub = expect.add_subparsers(dest="exp_command", required=True, metavar="ACTION")
     exp_list = exp_sub.add_parser("list", help="list expectations, like conntrack -L expect")
@@ -490,7 +504,7 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
     if args.ctl_command != "conntrack":
         return {"command": args.ctl_command}
     request: dict[str, Any] = {"command": f"conntrack.{args.ct_command}"}
-    if args.ct_command in ("list", "delete"):
+    if args.ct_command in ("list", "delete", "events"):
         request["filter"] = {k: v for k in ("proto", "src", "dst", "sport", "dport", "state",
                                             "helper", "mark") if (v := getattr(args, k)) is not None}
     return request

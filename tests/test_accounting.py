@@ -165,10 +165,10 @@ def test_events_carry_bytes_and_mark():
     try:
         e.process(batch(echo(C4, S4, 1), echo(S4, C4, 1, reply=True)), 1.0)
         assert e.flush() == 1
-        events, lost = e.events_take(1.0, 10)
+        events, lost, picks = e.events_take(1.0, 10, [None, marked(3), marked(4)])
     finally:
         e.events_listen(False)
-    assert lost == 0
+    assert lost == 0 and picks == [[0, 1], [0, 1], []]
     new, gone = events
     assert (new["event"], new["bytes_orig"], new["bytes_reply"], new["mark"]) == ("NEW", 28, 0, 3)
     assert (gone["event"], gone["bytes_orig"], gone["bytes_reply"], gone["mark"]) == (
@@ -176,6 +176,26 @@ def test_events_carry_bytes_and_mark():
     assert control.format_event(gone).startswith(
         f"[DESTROY] icmp     1 src={C4} dst={S4} type=8 code=0 id=1 packets=1 bytes=28 "
         f"src={S4} dst={C4} type=0 code=0 id=1 packets=1 bytes=28 mark=3 use=")
+
+
+def test_event_filters_pick_in_c_and_a_bad_one_takes_nothing():
+    e = engine(rules=[Rule(proto=17, dport_lo=53, dport_hi=53, verdict=ACCEPT, mark=5),
+                      Rule(verdict=ACCEPT)])
+    e.events_listen(True)
+    try:
+        e.process(batch(udp(C4, S4, 1000, 53), udp(C4, S4, 1001, 54), udp(C4, S4, 1002, 53)), 1.0)
+        with pytest.raises(ValueError, match="mark has bits outside its mask"):
+            e.events_take(1.0, 10, [None, marked(5)[:-2] + (1, 0)])
+        events, lost, picks = e.events_take(1.0, 10, [
+            marked(5), marked(0), control.Filter.parse({"mark": 5, "sport": 1002}).native()])
+    finally:
+        e.events_listen(False)
+    assert [ev["sport"] for ev in events] == [1000, 1001, 1002] and lost == 0
+    assert picks == [[0, 2], [1], [2]]
+
+
+def marked(mark):
+    return control.Filter.parse({"mark": mark}).native()
 
 
 def test_accounted_and_marked_connections_never_take_the_expectation_lock():
