@@ -412,8 +412,9 @@ def test_accounting_and_marks(start_fwd, topo, peer, client):
     both and take the filter."""
     assert 'name = "ping"' in MARKED_POLICY and "mark = 7" in MARKED_POLICY
     fwd = start_fwd(policy=MARKED_POLICY, accounting=True)
-    peer(topo.server, "udp-echo", SERVER4, UDP_PORT, count=20)
+    server = peer(topo.server, "udp-echo", SERVER4, UDP_PORT)
     assert client("udp-request", SERVER4, UDP_PORT) == {"reply": "hello fwd"}
+    server.events()  # answered once, gone
     topo.run(topo.client, ["ping", "-c", "1", "-W", "2", "-s", "56", SERVER4])
     conns = {c["proto"]: c for c in listed(fwd)}
     assert set(conns) == {1, 17}
@@ -435,6 +436,7 @@ def test_accounting_and_marks(start_fwd, topo, peer, client):
     assert [c["proto"] for c in listed(fwd)] == [1]
 
     # Events of marked connections only: the pings in between do not show.
+    peer(topo.server, "udp-echo", SERVER4, UDP_PORT, count=20, timeout=30)
     events = subprocess.Popen([sys.executable, "-m", "fwd", "ctl", "--socket", str(fwd.socket),
                                "conntrack", "events", "--mark", "7"], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
