@@ -24,6 +24,17 @@ PyObject *errno_error(int err)
 	return PyErr_SetFromErrno(err == -EINVAL ? PyExc_ValueError : PyExc_OSError);
 }
 
+/* d[key] = value, taking the reference to value; -1 (and d released) on failure. */
+static int set_new(PyObject *d, const char *key, PyObject *value)
+{
+	int err = value ? PyDict_SetItemString(d, key, value) : -1;
+
+	Py_XDECREF(value);
+	if (err)
+		Py_DECREF(d);
+	return err;
+}
+
 uint64_t seconds_to_ns(double s)
 {
 	return s <= 0 ? 0 : (uint64_t)(s * 1e9);
@@ -325,9 +336,8 @@ static PyObject *conn_dict(const struct fwd_ct_summary *c, uint64_t now)
 	const char *state = o->proto == 6 ? fwd_tcp_state_names[c->proto_state]
 			    : reply_names[!!(c->status & FWD_CT_SEEN_REPLY)];
 	double left = c->expires > now ? (double)(c->expires - now) / 1e9 : 0.0;
-
-	return Py_BuildValue("{s:i,s:i,s:N,s:N,s:i,s:i,s:N,s:N,s:i,s:i,s:s,s:O,s:O,s:O,s:d,s:k,"
-			     "s:k,s:I,s:z}",
+	PyObject *d = Py_BuildValue("{s:i,s:i,s:N,s:N,s:i,s:i,s:N,s:N,s:i,s:i,s:s,s:O,s:O,s:O,s:d,"
+				    "s:k,s:k,s:I,s:z,s:k}",
 			     "proto", o->proto, "family", o->family, "src", addr_str(o, &o->src),
 			     "dst", addr_str(o, &o->dst), "sport", o->sport, "dport", o->dport,
 			     "reply_src", addr_str(r, &r->src), "reply_dst", addr_str(r, &r->dst),
@@ -337,7 +347,14 @@ static PyObject *conn_dict(const struct fwd_ct_summary *c, uint64_t now)
 			     "expected", c->status & FWD_CT_EXPECTED ? Py_True : Py_False,
 			     "timeout", left, "packets_orig", (unsigned long)c->packets[0],
 			     "packets_reply", (unsigned long)c->packets[1], "use", c->use,
-			     "helper", c->helper);
+			     "helper", c->helper, "mark", (unsigned long)c->mark);
+
+	/* Bytes only for a connection that counts them, as conntrack shows bytes= only then. */
+	if (d && c->acct &&
+	    (set_new(d, "bytes_orig", PyLong_FromUnsignedLongLong(c->bytes[0])) ||
+	     set_new(d, "bytes_reply", PyLong_FromUnsignedLongLong(c->bytes[1]))))
+		return NULL;
+	return d;
 }
 
 struct conn_items {
@@ -353,8 +370,8 @@ static PyObject *conn_item(size_t i, void *arg)
 }
 
 /* Parses a filter as fwd.control.Filter.native() makes it: (proto, family, src, src_len, dst,
- * dst_len, sport_lo, sport_hi, dport_lo, dport_hi, state, helper), None: any.  Returns 0, or -1
- * with the error set; f->helper points into `obj`, which must outlive f. */
+ * dst_len, sport_lo, sport_hi, dport_lo, dport_hi, state, helper, mark, mark_mask), None: any.
+ * Returns 0, or -1 with the error set; f->helper points into `obj`, which must outlive f. */
 static int parse_filter(PyObject *obj, struct fwd_ct_filter *f)
 {
 	const char *src, *dst, *state;
@@ -364,10 +381,15 @@ static int parse_filter(PyObject *obj, struct fwd_ct_filter *f)
 	fwd_ct_filter_init(f);
 	if (obj == Py_None)
 		return 0;
-	if (!PyArg_ParseTuple(obj, "ibz#iz#iHHHHzz;filter", &f->proto, &family, &src, &src_n,
+	if (!PyArg_ParseTuple(obj, "ibz#iz#iHHHHzzII;filter", &f->proto, &family, &src, &src_n,
 			      &f->src_len, &dst, &dst_n, &f->dst_len, &f->sport[0], &f->sport[1],
-			      &f->dport[0], &f->dport[1], &state, &f->helper))
+			      &f->dport[0], &f->dport[1], &state, &f->helper, &f->mark,
+			      &f->mark_mask))
 		return -1;
+	if (f->mark & ~f->mark_mask) {
+		PyErr_SetString(PyExc_ValueError, "filter: mark has bits outside its mask");
+		return -1;
+	}
 	f->family = family;
 	if ((src && src_n != (family == 4 ? 4 : 16)) || (dst && dst_n != (family == 4 ? 4 : 16)) ||
 	    f->src_len > (src ? 8 * src_n : -1) || f->dst_len > (dst ? 8 * dst_n : -1)) {
@@ -443,6 +465,18 @@ static PyObject *Engine_connections_page(EngineObject *self, PyObject *args, PyO
 	return list ? Py_BuildValue("(NI)", list, next) : NULL;
 }
 
+/* set_accounting(on): whether connections created from now on count bytes (existing ones
+ * keep what they had, as with the kernel's nf_conntrack_acct). */
+static PyObject *Engine_set_accounting(EngineObject *self, PyObject *arg)
+{
+	int on = PyObject_IsTrue(arg);
+
+	if (check_ready(self) || on < 0)
+		return NULL;
+	__atomic_store_n(&self->engine->accounting, on, __ATOMIC_RELAXED);
+	Py_RETURN_NONE;
+}
+
 /* events_listen(on): a listener of NEW/DESTROY events comes (True) or goes (False). */
 static PyObject *Engine_events_listen(EngineObject *self, PyObject *arg)
 {
@@ -478,34 +512,84 @@ static PyObject *event_item(size_t i, void *arg)
 	return d;
 }
 
-/* events_take(now, max) -> ([dict], lost): the events recorded since the last call, oldest
- * first, each a connection dict with "event": "NEW" or "DESTROY"; lost: dropped meanwhile. */
+/* The indexes of the n events that filter f matches, as a list; NULL with the error set. */
+static PyObject *event_picks(const struct fwd_ct_filter *f, const struct fwd_ct_event *items,
+			     size_t n)
+{
+	PyObject *picks = PyList_New(0);
+
+	for (size_t i = 0; picks && i < n; i++) {
+		PyObject *index;
+
+		if (!fwd_ct_filter_match_summary(f, &items[i].ct))
+			continue;
+		index = PyLong_FromSize_t(i);
+		if (!index || PyList_Append(picks, index))
+			Py_CLEAR(picks);
+		Py_XDECREF(index);
+	}
+	return picks;
+}
+
+/* events_take(now, max, filters=()) -> ([dict], lost, picks): the events recorded since the last
+ * call, oldest first, each a connection dict with "event": "NEW" or "DESTROY"; lost: dropped
+ * meanwhile; picks[i]: the indexes of the events that filters[i] (see parse_filter) matches. */
 static PyObject *Engine_events_take(EngineObject *self, PyObject *args)
 {
-	struct fwd_ct_event *items;
-	Py_ssize_t max;
+	PyObject *filters_obj = NULL, *seq = NULL, *list = NULL, *picks = NULL;
+	struct fwd_ct_filter *filters = NULL;
+	struct fwd_ct_event *items = NULL;
+	Py_ssize_t max, nf = 0;
 	uint64_t lost = 0;
-	PyObject *list;
 	size_t n = 0;
 	double now;
 
-	if (check_ready(self) || !PyArg_ParseTuple(args, "dn", &now, &max))
+	if (check_ready(self) || !PyArg_ParseTuple(args, "dn|O", &now, &max, &filters_obj))
 		return NULL;
 	if (max < 1) {
 		PyErr_SetString(PyExc_ValueError, "max must be at least 1");
 		return NULL;
 	}
+	/* Every filter is parsed before any event is taken: a bad one loses none. */
+	if (filters_obj) {
+		seq = PySequence_Fast(filters_obj, "filters must be a sequence");
+		if (!seq)
+			return NULL;
+		nf = PySequence_Fast_GET_SIZE(seq);
+	}
+	filters = malloc(((size_t)nf + 1) * sizeof(*filters));
 	items = malloc((size_t)max * sizeof(*items));
-	if (!items)
-		return PyErr_NoMemory();
+	if (!filters || !items) {
+		PyErr_NoMemory();
+		goto out;
+	}
+	for (Py_ssize_t i = 0; i < nf; i++)
+		if (parse_filter(PySequence_Fast_GET_ITEM(seq, i), &filters[i]))
+			goto out;
 	if (self->events) {
 		Py_BEGIN_ALLOW_THREADS
 		n = fwd_ct_events_take(self->events, items, (size_t)max, &lost);
 		Py_END_ALLOW_THREADS
 	}
 	list = list_of(n, event_item, &(struct event_items){ items, seconds_to_ns(now) });
+	picks = list ? PyList_New(nf) : NULL;
+	for (Py_ssize_t i = 0; picks && i < nf; i++) {
+		PyObject *mine = event_picks(&filters[i], items, n);
+
+		if (!mine)
+			Py_CLEAR(picks);
+		else
+			PyList_SET_ITEM(picks, i, mine);
+	}
+out:
 	free(items);
-	return list ? Py_BuildValue("(NK)", list, (unsigned long long)lost) : NULL;
+	free(filters); /* their helper names point into seq, released after */
+	Py_XDECREF(seq);
+	if (!picks) {
+		Py_XDECREF(list);
+		return NULL;
+	}
+	return Py_BuildValue("(NKN)", list, (unsigned long long)lost, picks);
 }
 
 static PyObject *lock_stats_dict(const struct fwd_lock_stats *s)
@@ -930,17 +1014,6 @@ PyObject *tuple_dict(const struct fwd_tuple *t)
 static const char *const kind_names[] = { "tracked", "icmp_error", "untracked", "invalid" };
 static const char *const error_names[] = { NULL, "truncated", "malformed", "fragment" };
 
-/* d[key] = value, taking the reference to value; -1 (and d released) on failure. */
-static int set_new(PyObject *d, const char *key, PyObject *value)
-{
-	int err = value ? PyDict_SetItemString(d, key, value) : -1;
-
-	Py_XDECREF(value);
-	if (err)
-		Py_DECREF(d);
-	return err;
-}
-
 /* parse_packet(data, wire_len=0) -> dict: kind; error (invalid); tuple (when the IP header
  * parsed); inner (ICMP errors); l4off and tcp_flags (when the transport header parsed). */
 static PyObject *mod_parse_packet(PyObject *Py_UNUSED(m), PyObject *args)
@@ -985,11 +1058,14 @@ static PyMethodDef Engine_methods[] = {
 	{ "connections", (PyCFunction)(void (*)(void))Engine_connections,
 	  METH_VARARGS | METH_KEYWORDS,
 	  "connections(now, filter=None) -> [dict]: snapshot of the table (the matching part)" },
+	{ "set_accounting", (PyCFunction)Engine_set_accounting, METH_O,
+	  "set_accounting(on): connections created from now on count bytes per direction (or not)" },
 	{ "events_listen", (PyCFunction)Engine_events_listen, METH_O,
 	  "events_listen(on): start (True) or stop (False) listening to NEW/DESTROY events" },
 	{ "events_take", (PyCFunction)Engine_events_take, METH_VARARGS,
-	  "events_take(now, max) -> ([dict], lost): the connection events recorded since the last "
-	  "call (each a connection dict with \"event\"), and how many were dropped" },
+	  "events_take(now, max, filters=()) -> ([dict], lost, picks): the connection events "
+	  "recorded since the last call (each a connection dict with \"event\"), how many were "
+	  "dropped, and for each filter the indexes of the events it matches" },
 	{ "connections_page", (PyCFunction)(void (*)(void))Engine_connections_page,
 	  METH_VARARGS | METH_KEYWORDS,
 	  "connections_page(now, start, limit, filter=None) -> ([dict], next): about `limit` "

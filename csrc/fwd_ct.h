@@ -77,7 +77,7 @@ struct fwd_ct {
 	uint32_t status;            /* FWD_CT_* bits; atomic */
 	uint32_t bucket[2];         /* bucket of node[0] and node[1] */
 	uint32_t packets[2];        /* home shard */
-	struct fwd_ct_ext *ext;     /* helper/master state or NULL; set before confirm, then fixed */
+	struct fwd_ct_ext *ext;     /* extra state or NULL (see below); set before confirm, then fixed */
 	union {                     /* home shard, by protocol */
 		struct fwd_tcp_win tcp;
 		/* UDP: caller's clock in ms, wrapping; replies after it make a stream */
@@ -93,19 +93,32 @@ _Static_assert(sizeof(struct fwd_ct) <= 184, "struct fwd_ct grew past 184 bytes"
 
 struct fwd_exp;
 
-/* Extra state of a connection that has a helper or a master.  Allocated before confirm, so the
- * pointer in struct fwd_ct never changes afterwards; freed with the connection by `release`. */
+/* Extra state of a connection that has a helper, a master, a mark or byte accounting, kept out
+ * of struct fwd_ct so that plain connections do not pay for it.  Allocated before confirm, so the
+ * pointer in struct fwd_ct never changes afterwards; freed with the connection by `release`.
+ * Only one with nclasses > 0 (a helper's) can be a master: having an ext does not make one. */
 struct fwd_ct_ext {
 	void (*release)(struct fwd_ct_ext *ext);
 	struct fwd_ct *master;           /* referenced; NULL unless expected */
 	void *helper;                    /* helper instance (referenced) or NULL */
 	void *hdata;                     /* helper's per-connection state (helper stripe lock) */
 	struct fwd_exp *exps;            /* this master's expectations (expect lock) */
+	uint64_t bytes[2];               /* home shard: IP bytes per direction, when acct */
 	uint32_t exp_id;                 /* journal id of the expectation that created it, or 0 */
+	uint32_t mark;                   /* the mark the policy gave its first packet; fixed */
 	uint8_t exp_cls;                 /* class of the expectation that created it (master set) */
 	uint8_t nclasses;                /* its helper type's expectation classes */
+	bool acct;                       /* counts bytes (conntrack.accounting when created); fixed */
 	uint16_t expecting[];            /* per class (expect lock) */
 };
+
+/* Counts a packet of `len` IP bytes in direction `dir`.  Locking: ct's home shard. */
+static inline void fwd_ct_account(struct fwd_ct *ct, int dir, uint32_t len)
+{
+	ct->packets[dir]++;
+	if (ct->ext && ct->ext->acct)
+		ct->ext->bytes[dir] += len;
+}
 
 /* A shard: its lock and the number of connections whose home it is (written under the lock). */
 struct fwd_ct_shard {
@@ -125,8 +138,8 @@ struct fwd_ct_table {
 	uint64_t early_drops; /* atomic */
 	uint64_t gc_removed;  /* atomic */
 	uint64_t deleted;     /* atomic: every kill, whatever the reason */
-	/* Called after a connection with an ext is unlinked, with no lock held (the engine removes
-	 * its expectations). */
+	/* Called after a connection that can be a master (its ext has expectation classes) is
+	 * unlinked, with no lock held (the engine removes its expectations). */
 	void (*on_kill)(void *arg, struct fwd_ct *ct);
 	void *on_kill_arg;
 	/* Where NEW and DESTROY events go (fwd_ct_events.h); NULL until someone first listens,

@@ -8,13 +8,18 @@
 
 void fwd_ct_summarize(const struct fwd_ct *ct, struct fwd_ct_summary *s)
 {
-	const struct fwd_helper *h = ct->ext ? ct->ext->helper : NULL;
+	const struct fwd_ct_ext *ext = ct->ext;
+	const struct fwd_helper *h = ext ? ext->helper : NULL;
+	bool acct = ext && ext->acct;
 
 	*s = (struct fwd_ct_summary){
 		.tuple = { ct->node[0].tuple, ct->node[1].tuple },
 		.expires = fwd_ct_expires(ct),
 		.status = fwd_ct_status(ct),
 		.packets = { ct->packets[0], ct->packets[1] },
+		.bytes = { acct ? ext->bytes[0] : 0, acct ? ext->bytes[1] : 0 },
+		.acct = acct,
+		.mark = ext ? ext->mark : 0,
 		.use = __atomic_load_n(&ct->refcnt, __ATOMIC_RELAXED),
 		.helper = h ? h->type->name : NULL,
 		.proto_state = ct->proto_state,

@@ -16,9 +16,11 @@ enum fwd_ct_event_type { FWD_CT_EVENT_NEW = 0, FWD_CT_EVENT_DESTROY = 1 };
 struct fwd_ct_summary {
 	struct fwd_tuple tuple[2];
 	uint64_t expires;
-	uint32_t status, packets[2], use;
+	uint64_t bytes[2];  /* when acct */
+	uint32_t status, packets[2], use, mark;
 	const char *helper; /* the helper type's (static) name, or NULL */
 	uint8_t proto_state;
+	bool acct;          /* it counts bytes (conntrack.accounting was on when it was created) */
 };
 
 struct fwd_ct_event {

@@ -549,7 +549,7 @@ void fwd_proto_init(struct fwd_ct *ct, const struct fwd_pkt *p, const uint64_t *
 {
 	int to;
 
-	ct->packets[FWD_DIR_ORIG] = 1;
+	fwd_ct_account(ct, FWD_DIR_ORIG, fwd_pkt_ip_len(p));
 	switch (p->tuple.proto) {
 	case PROTO_TCP:
 		tcp_new(ct, p, timeouts, now);
@@ -609,6 +609,6 @@ enum fwd_track fwd_proto_packet(struct fwd_ct *ct, const struct fwd_pkt *p, int 
 		return r;
 	if (dir == FWD_DIR_REPLY && !(fwd_ct_status(ct) & FWD_CT_SEEN_REPLY))
 		fwd_ct_set_status(ct, FWD_CT_SEEN_REPLY);
-	ct->packets[dir]++;
+	fwd_ct_account(ct, dir, fwd_pkt_ip_len(p));
 	return r;
 }

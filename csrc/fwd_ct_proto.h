@@ -52,7 +52,8 @@ enum fwd_track {
 /* May this packet create a connection (TCP: a SYN, or with tcp_loose an ACK: pickup of an
  * established connection; ICMP: a request)?  Locking: none. */
 bool fwd_proto_can_create(const struct fwd_pkt *p, bool tcp_loose);
-/* Initial tracking state of a new connection created by p.  Locking: none (not yet linked). */
+/* Initial tracking state of a new connection created by p; its ext, if it has one, is attached
+ * already (it may count bytes).  Locking: none (not yet linked). */
 void fwd_proto_init(struct fwd_ct *ct, const struct fwd_pkt *p, const uint64_t *timeouts,
 		    uint64_t now);
 /* Advances ct for packet p seen in direction dir: state, status bits, timeout.

@@ -194,7 +194,7 @@ bool fwd_ct_kill(struct fwd_ct_table *t, struct fwd_ct *ct)
 	unlock_both(lo, hi);
 	__atomic_fetch_sub(&t->count, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&t->deleted, 1, __ATOMIC_RELAXED);
-	if (ct->ext && t->on_kill)
+	if (ct->ext && ct->ext->nclasses && t->on_kill) /* not for a mark or accounting alone */
 		t->on_kill(t->on_kill_arg, ct);
 	fwd_ct_put(ct);
 	return true;

@@ -54,6 +54,7 @@ int fwd_engine_init(struct fwd_engine *e, uint32_t nbuckets, uint32_t nshards,
 	e->ctl_reading = NULL;
 	e->tcp_loose = true;
 	e->checksum = true;
+	e->accounting = false;
 	return 0;
 }
 
@@ -261,14 +262,16 @@ static uint8_t track(struct fwd_engine *e, struct fwd_worker *w, const struct fw
 	return FWD_STATE_NEW;
 }
 
-/* Links a new connection for an accepted packet; returns it referenced (another worker's entry
- * if that one linked the same tuple first), or NULL if the table is full: the packet is then
- * dropped. */
+/* Links a new connection for a packet accepted with `mark` (FWD_MARK_NONE: none, listed as 0);
+ * returns it referenced (another worker's entry if that one linked the same tuple first), or
+ * NULL if the table is full: the packet is then dropped. */
 static struct fwd_ct *create_ct(struct fwd_engine *e, struct fwd_worker *w,
 				const struct fwd_policy *pol, const struct fwd_pkt *p,
-				struct tracked *tr, uint64_t now)
+				struct tracked *tr, int64_t mark, uint64_t now)
 {
 	struct fwd_ct *ct = fwd_ct_alloc(&e->ct, &p->tuple);
+	bool acct = __atomic_load_n(&e->accounting, __ATOMIC_RELAXED);
+	uint32_t ct_mark = mark == FWD_MARK_NONE ? 0 : (uint32_t)mark;
 	struct fwd_helper *helper;
 	int err;
 
@@ -277,9 +280,8 @@ static struct fwd_ct *create_ct(struct fwd_engine *e, struct fwd_worker *w,
 		return NULL;
 	}
 	COUNT(w, new);
-	fwd_proto_init(ct, p, e->timeouts, now);
 	helper = tr->master ? tr->exp.helper_ref : fwd_policy_helper_for(pol, &p->tuple);
-	if (tr->master || helper) {
+	if (tr->master || helper || acct || ct_mark) {
 		if (helper)
 			fwd_helper_get(helper);
 		if (!fwd_engine_attach_ext(ct, tr->master, helper)) {
@@ -291,11 +293,14 @@ static struct fwd_ct *create_ct(struct fwd_engine *e, struct fwd_worker *w,
 		tr->master = NULL; /* the ext owns that reference now */
 		ct->ext->exp_id = tr->exp.journal_id;
 		ct->ext->exp_cls = tr->exp.cls;
+		ct->ext->mark = ct_mark;
+		ct->ext->acct = acct;
 		if (ct->ext->master) {
 			fwd_ct_set_status(ct, FWD_CT_EXPECTED);
 			COUNT(w, expect_new);
 		}
 	}
+	fwd_proto_init(ct, p, e->timeouts, now); /* after the ext: the first packet's bytes count */
 	err = fwd_ct_confirm(&e->ct, ct);
 	if (err == -EEXIST) { /* another worker inserted it first: its entry tracks the flow */
 		COUNT(w, insert_failed);
@@ -398,7 +403,7 @@ void fwd_engine_process(struct fwd_engine *e, unsigned wi, const struct fwd_pkt_
 		r->verdict = rule >= 0 ? pol->rules[rule].verdict : pol->default_verdict;
 		r->mark = rule >= 0 ? pol->rules[rule].mark : pol->default_mark;
 		if (tr.create && r->verdict == FWD_ACCEPT) {
-			tr.ct = create_ct(e, w, pol, &p, &tr, now);
+			tr.ct = create_ct(e, w, pol, &p, &tr, r->mark, now);
 			if (!tr.ct)
 				r->verdict = FWD_DROP;
 		}

@@ -48,6 +48,7 @@ struct fwd_engine {
 	uint64_t timeouts[FWD_TO_COUNT]; /* ns */
 	bool tcp_loose;                  /* pick up TCP connections from an ACK (default on) */
 	bool checksum;                   /* verify packets flagged FWD_IN_CSUM (default on) */
+	bool accounting;                 /* atomic: new connections count bytes (default off) */
 	struct fwd_policy *policy;       /* atomic */
 	struct fwd_policy *ctl_reading;  /* atomic: hazard pointer of the (single) control reader */
 	struct fwd_worker workers[FWD_MAX_WORKERS];
@@ -104,8 +105,9 @@ void fwd_engine_process(struct fwd_engine *e, unsigned w, const struct fwd_pkt_i
 void fwd_engine_read_policy(struct fwd_engine *e, void (*fn)(const struct fwd_policy *, void *),
 			    void *arg);
 
-/* Gives an unconfirmed ct an ext for its master and/or helper (both referenced; the ext takes
- * the references over).  Returns false if out of memory (nothing taken). */
+/* Gives an unconfirmed ct an ext for its master and/or helper (both referenced or NULL; the ext
+ * takes the references over); the caller may then set its mark and acct.  Returns false if out
+ * of memory (nothing taken). */
 bool fwd_engine_attach_ext(struct fwd_ct *ct, struct fwd_ct *master, struct fwd_helper *helper);
 
 /* Sums every worker's counters.  Locking: none (relaxed reads). */

@@ -58,6 +58,13 @@ struct fwd_pkt {
 	uint8_t l3_parsed;      /* family and addresses are valid */
 };
 
+/* The IP datagram's total length on the wire (IPv4 total length, IPv6 40 + payload length), as
+ * the kernel's accounting counts it.  For a parsed packet with a transport header (TRACKED). */
+static inline uint32_t fwd_pkt_ip_len(const struct fwd_pkt *p)
+{
+	return p->l4off + p->l4wire;
+}
+
 /* Parses `len` bytes starting at the IP header.  `wire_len` (>= len) is the packet's real length
  * when the copy was cut short (NFQUEUE copy range): the headers must still be within `len`.
  * Every read is bounds-checked against len.  Returns the kind (also in p->kind).

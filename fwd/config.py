@@ -91,6 +91,7 @@ class ConntrackConfig:
     expect_max: int = 4096       # expectation table cap
     tcp_loose: bool = True       # pick up open TCP connections from an ACK (nf_conntrack_tcp_loose)
     checksum: bool = True        # bad TCP/UDP/ICMP checksum -> invalid (nf_conntrack_checksum)
+    accounting: bool = False     # new connections count bytes per direction (nf_conntrack_acct)
     # Overrides of the engine's default timeouts (seconds), read-only; keys from TIMEOUT_KEYS.
     timeouts: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -256,6 +257,7 @@ def _conntrack(data: Any, key: str) -> ConntrackConfig:
         "expect_max": check_integer(1, MAX_U32),
         "tcp_loose": check_boolean,
         "checksum": check_boolean,
+        "accounting": check_boolean,
         "timeouts": _timeouts,
     }))
     if ct.buckets < ct.shards:

@@ -9,9 +9,9 @@ except that a listing comes in pieces of about CHUNK connections, each on a line
 "result": []}.  conntrack.events streams that way until the client goes: pieces of connection
 events ("event": "NEW" or "DESTROY", as `conntrack -E`; {"event": "LOST", "count": n} when a
 client fell behind).
-Commands: conntrack.list, conntrack.delete (both take "filter"; delete refuses an empty one),
-conntrack.flush, conntrack.events, expect.list, expect.flush, stats (fwd.metrics.snapshot),
-reload (the daemon's SIGHUP path).
+Commands: conntrack.list, conntrack.delete, conntrack.events (all take "filter"; delete refuses
+an empty one), conntrack.flush, expect.list, expect.flush, stats (fwd.metrics.snapshot), reload
+(the daemon's SIGHUP path).
 
 Table walks run in worker threads (the C side releases the GIL), a piece at a time and
 filtered in C, so the packet loop goes on and a listing never holds the table in Python.  Each
@@ -30,6 +30,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import stat
 import sys
@@ -84,18 +85,21 @@ class Filter:
     dport: tuple[int, int] | None = None
     state: str | None = None
     helper: str | None = None
+    mark: tuple[int, int] | None = None  # (value, mask): mark & mask == value
 
     @classmethod
     def parse(cls, data: Any) -> "Filter":
         """Check a request's filter object; raises config.ConfigError naming "filter.KEY".
         Values are written as in the config file: proto "tcp" or a number, addresses or
-        networks, ports or "lo-hi" ranges; states in any case; a helper by name."""
+        networks, ports or "lo-hi" ranges; states in any case; a helper by name; a mark as a
+        number or "N/MASK" (decimal or 0x hex), as conntrack --mark."""
         if isinstance(data, dict) and isinstance(data.get("state"), str):
             data = {**data, "state": data["state"].upper()}
         f = cls(**config.read_table(data, "filter", {
             "proto": config.check_proto, "src": config.check_network, "dst": config.check_network,
             "sport": config.check_ports, "dport": config.check_ports, "state": config.check_choice(STATES),
             "helper": config.check_choice(tuple(helper_config.available())),
+            "mark": _check_mark,
         }))
         if f.src and f.dst and f.src.version != f.dst.version:
             raise config.ConfigError("filter.dst", f"is IPv{f.dst.version}, filter.src "
@@ -115,10 +119,39 @@ class Filter:
                 self.src.prefixlen if self.src else -1,
                 self.dst and self.dst.network_address.packed,
                 self.dst.prefixlen if self.dst else -1,
-                *(self.sport or (0, 65535)), *(self.dport or (0, 65535)), self.state, self.helper)
+                *(self.sport or (0, 65535)), *(self.dport or (0, 65535)), self.state, self.helper,
+                *(self.mark or (0, 0)))
+
+
+_MARK_RE = re.compile(r"(0[xX][0-9a-fA-F]+|[0-9]+)(?:/(0[xX][0-9a-fA-F]+|[0-9]+))?")
+
+
+def _check_mark(value: Any, key: str) -> tuple[int, int]:
+    """A mark filter: N or "N/MASK" -> (N, MASK), MASK 0xffffffff when not given.  A mark with
+    bits outside its mask could match nothing, so it is refused."""
+    if type(value) is int:
+        mark = (value, config.MAX_U32)
+    elif isinstance(value, str) and (m := _MARK_RE.fullmatch(value)):
+        mark = (int(m[1], 0), int(m[2], 0) if m[2] else config.MAX_U32)
+    else:
+        mark = None
+    if mark is None or not (0 <= mark[0] <= config.MAX_U32 and 0 <= mark[1] <= config.MAX_U32):
+        raise config.ConfigError(key, 'must be a mark 0..4294967295 or "mark/mask" (decimal or '
+                                      f"0x hex), got {config.show(value)}")
+    if mark[0] & ~mark[1]:
+        raise config.ConfigError(key, f"{config.show(value)} has bits outside the mask: it "
+                                      "matches nothing")
+    return mark
 
 
 # --- the server, in the daemon ----------------------------------------------------------------
+
+@dataclass
+class _Listener:
+    """A client of conntrack.events."""
+    native: tuple | None  # its filter as Engine.events_take takes it (Filter.native())
+    behind: int = 0       # events it lost since its last piece (its queue was full)
+
 
 class ControlServer:
     """The control socket on the running loop; close() stops it and removes the socket file."""
@@ -130,8 +163,8 @@ class ControlServer:
         self._inode: int | None = None
         self.clients = 0
         self.walks = asyncio.Semaphore(LISTINGS)
-        # Event listeners: their queue of pieces -> events lost since their last piece.
-        self.listeners: dict[asyncio.Queue, int] = {}
+        # Event listeners: their queue of pieces -> what they asked for and have lost.
+        self.listeners: dict[asyncio.Queue, _Listener] = {}
         self._pump: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -207,13 +240,14 @@ class ControlServer:
             log.exception("control request %r failed", line)
             yield {"ok": False, "error": f"internal error: {err!r}"}
 
-    async def events(self) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """Pieces of connection events from now on, for as long as the caller takes them."""
+    async def events(self, match: Filter) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Pieces of the events of connections that `match`, from now on, for as long as the
+        caller takes them."""
         queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue(EVENT_BACKLOG)
         if not self.listeners:
             self.daemon.engine.events_listen(True)
             self._pump = asyncio.create_task(self._pump_events(), name="conntrack events")
-        self.listeners[queue] = 0
+        self.listeners[queue] = _Listener(match.native())
         try:
             while True:
                 try:
@@ -232,20 +266,26 @@ class ControlServer:
         while True:
             await asyncio.sleep(EVENT_INTERVAL)
             for _ in range(EVENT_BACKLOG):  # what came meanwhile, a piece at a time; bounded:
-                events, lost = self.daemon.engine.events_take(time.monotonic(), CHUNK)
+                filters = [listener.native for listener in self.listeners.values()]
+                events, lost, picks = self.daemon.engine.events_take(time.monotonic(), CHUNK,
+                                                                     filters)
                 if events or lost:  # the loop has other clients to serve
-                    self._hand_out(events, lost)
+                    self._hand_out(events, lost, picks)
                 if len(events) < CHUNK:
                     break
 
-    def _hand_out(self, events: list[dict[str, Any]], lost: int) -> None:
-        for queue, behind in self.listeners.items():
+    def _hand_out(self, events: list[dict[str, Any]], lost: int, picks: list[list[int]]) -> None:
+        """Each listener gets the events its filter picked (C matched them); events the engine
+        lost are counted to every listener, as nobody can tell whose they were."""
+        for (queue, listener), pick in zip(self.listeners.items(), picks):
+            mine = events if listener.native is None else [events[i] for i in pick]
             if queue.full():
-                self.listeners[queue] = behind + len(events) + lost
+                listener.behind += len(mine) + lost
                 continue
-            missed = behind + lost
-            queue.put_nowait(events + ([{"event": "LOST", "count": missed}] if missed else []))
-            self.listeners[queue] = 0
+            missed = listener.behind + lost
+            if mine or missed:
+                queue.put_nowait(mine + ([{"event": "LOST", "count": missed}] if missed else []))
+            listener.behind = 0
 
     async def pieces(self, match: Filter) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The matching connections, about CHUNK at a time, walked in C a piece at a time."""
@@ -330,7 +370,7 @@ async def _delete(server: ControlServer, request: dict[str, Any]) -> dict[str, i
 
 async def _events(server: ControlServer, request: dict[str, Any]
                   ) -> AsyncGenerator[list[dict[str, Any]], None]:
-    return server.events()
+    return server.events(Filter.parse(request.get("filter", {})))
 
 
 async def _flush(server: ControlServer, request: dict[str, Any]) -> dict[str, int]:
@@ -362,7 +402,7 @@ COMMANDS = {
     "conntrack.list": (_list, ("filter",)),
     "conntrack.delete": (_delete, ("filter",)),
     "conntrack.flush": (_flush, ()),
-    "conntrack.events": (_events, ()),
+    "conntrack.events": (_events, ("filter",)),
     "expect.list": (_expect_list, ()),
     "expect.flush": (_expect_flush, ()),
     "stats": (_stats, ()),
@@ -381,7 +421,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     conntrack = sub.add_parser("conntrack", help="list, delete or flush tracked connections")
     ct_sub = conntrack.add_subparsers(dest="ct_command", required=True, metavar="ACTION")
     for name, help_text in (("list", "list connections, like conntrack -L"),
-                            ("delete", "delete the connections that match the filters")):
+                            ("delete", "delete the connections that match the filters"),
+                            ("events", "show connections as they come and go, like conntrack -E "
+                                       "(until interrupted)")):
         p = ct_sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("-p", "--proto", type=_number_or_text,
                        help="tcp, udp, icmp, icmpv6 or a protocol number")
@@ -393,11 +435,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="original destination port or range lo-hi")
         p.add_argument("--state", help=f"connection state: {', '.join(STATES)}")
         p.add_argument("--helper", help="connections with this helper attached (e.g. sip)")
+        p.add_argument("--mark", type=_number_or_text,
+                       help="connection mark N or N/MASK (the policy's mark of its first packet)")
         if name == "list":
             _output_arguments(p, "connections", ("json", "extended"))
     ct_sub.add_parser("flush", help="delete every connection")
-    ct_sub.add_parser("events", help="show connections as they come and go, like conntrack -E "
-                      "(until interrupted)")
     expect = sub.add_parser("expect", help="list or flush expectations (helpers' pinholes)")
     exp_sub = expect.add_subparsers(dest="exp_command", required=True, metavar="ACTION")
     exp_list = exp_sub.add_parser("list", help="list expectations, like conntrack -L expect")
@@ -462,9 +504,9 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
     if args.ctl_command != "conntrack":
         return {"command": args.ctl_command}
     request: dict[str, Any] = {"command": f"conntrack.{args.ct_command}"}
-    if args.ct_command in ("list", "delete"):
+    if args.ct_command in ("list", "delete", "events"):
         request["filter"] = {k: v for k in ("proto", "src", "dst", "sport", "dport", "state",
-                                            "helper") if (v := getattr(args, k)) is not None}
+                                            "helper", "mark") if (v := getattr(args, k)) is not None}
     return request
 
 
@@ -580,9 +622,12 @@ def format_expectation(x: dict[str, Any]) -> str:
 
 
 def format_connection(c: dict[str, Any], extended: bool = False, ended: bool = False) -> str:
-    """One connection the way `conntrack -L` prints it (with accounting), e.g.
-    tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 packets=3
-    src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 packets=2 [ASSURED] helper=sip use=1
+    """One connection the way `conntrack -L` prints it, e.g.
+    tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 packets=3 bytes=180
+    src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 packets=2 bytes=120 [ASSURED] mark=7 helper=sip
+    use=1
+    Packets always (fwd counts them), bytes only for a connection that counts them
+    (conntrack.accounting), as conntrack shows them only with nf_conntrack_acct.
     `extended` (`-o extended`) puts the network protocol first: "ipv4     2 tcp      6 ...";
     an `ended` connection (a DESTROY event) has no timeout nor state left to show."""
     proto = c["proto"]
@@ -594,18 +639,25 @@ def format_connection(c: dict[str, Any], extended: bool = False, ended: bool = F
     if proto == 6 and not ended:
         words.append(c["state"])
     words += [f"src={c['src']} dst={c['dst']}", _ports(proto, c["sport"], c["dport"]),
-              f"packets={c['packets_orig']}"]
+              _counters(c, "orig")]
     if not c["seen_reply"]:
         words.append("[UNREPLIED]")
     words += [f"src={c['reply_src']} dst={c['reply_dst']}",
-              _ports(proto, c["reply_sport"], c["reply_dport"]), f"packets={c['packets_reply']}"]
+              _ports(proto, c["reply_sport"], c["reply_dport"]), _counters(c, "reply")]
     if c["assured"]:
         words.append("[ASSURED]")
+    if "mark" in c:
+        words.append(f"mark={c['mark']}")
     if c.get("helper"):
         words.append(f"helper={c['helper']}")
     if "use" in c:
         words.append(f"use={c['use']}")
     return " ".join(w for w in words if w)
+
+
+def _counters(c: dict[str, Any], direction: str) -> str:
+    packets = f"packets={c['packets_' + direction]}"
+    return f"{packets} bytes={c['bytes_' + direction]}" if "bytes_" + direction in c else packets
 
 
 def _ports(proto: int, sport: int, dport: int) -> str:

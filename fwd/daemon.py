@@ -50,7 +50,8 @@ STATUS_INTERVAL = 5.0
 NFQUEUE_TABLE = "/proc/self/net/netfilter/nfnetlink_queue"
 # What a reload may change.  Every other key is fixed at start (the engine's table size and
 # timeouts, the queue and its rules): a reload that changes one is refused as a whole.
-LIVE_KEYS = ("policy", "helpers", "log", "fragments", "conntrack.gc_interval")
+LIVE_KEYS = ("policy", "helpers", "log", "fragments", "conntrack.gc_interval",
+             "conntrack.accounting")
 # Overload (packets or connections lost for want of room) is logged at most once per kind in
 # this many seconds, with the count since the previous line: visible without flooding the log.
 OVERLOAD_INTERVAL = 10.0

@@ -96,8 +96,9 @@ def compile_helper(helper: helper_config.HelperConfig) -> HelperSpec:
 
 
 def configure(engine: _core.Engine, cfg: Config) -> list[str]:
-    """Compile cfg.policy and swap it into `engine`; returns the rule names, indexed like
-    Result.rule_index.  Raises ConfigError (naming the key) before changing anything."""
+    """Compile cfg.policy and swap it into `engine`, and apply conntrack.accounting (live, as
+    the kernel's nf_conntrack_acct); returns the rule names, indexed like Result.rule_index.
+    Raises ConfigError (naming the key) before changing anything."""
     policy = cfg.policy
     rules = [compile_rule(rule) for rule in policy.rules]
     default_mark = -1 if policy.default_mark is None else policy.default_mark
@@ -107,6 +108,7 @@ def configure(engine: _core.Engine, cfg: Config) -> list[str]:
         engine.set_policy(rules, VERDICTS[policy.default], default_mark, names, helpers)
     except ValueError as e:  # the engine checks too; it changes nothing when it refuses
         raise ConfigError("policy", f"refused by the engine: {e}") from None
+    engine.set_accounting(cfg.conntrack.accounting)  # for connections created from now on
     return names
 
 

@@ -53,6 +53,9 @@ BAD = [
     ("[conntrack]\ngc_interval = -1.0", "conntrack.gc_interval", "seconds > 0"),
     ("[conntrack]\ngc_interval = nan", "conntrack.gc_interval", "got nan"),
     ("[conntrack]\ngc_interval = '1s'", "conntrack.gc_interval", 'got "1s"'),
+    ("[conntrack]\naccounting = \"yes\"", "conntrack.accounting",
+     'must be true or false, got "yes"'),
+    ("[conntrack]\naccounting = 1", "conntrack.accounting", "must be true or false, got 1"),
     ("[conntrack]\ntimeouts = 5", "conntrack.timeouts", "must be a table, got 5"),
     ("[conntrack.timeouts]\nudp = 0", "conntrack.timeouts.udp", "seconds > 0"),
     ("[conntrack.timeouts]\nicmp = inf", "conntrack.timeouts.icmp", "<= 31536000, got inf"),
@@ -181,6 +184,8 @@ def test_defaults():
     assert cfg == config.Config(path="<test>")
     assert cfg.conntrack == config.ConntrackConfig(
         shards=1024, buckets=262144, max_entries=262144, gc_interval=1.0, timeouts={})
+    assert cfg.conntrack.accounting is False  # as the kernel's nf_conntrack_acct
+    assert parse("[conntrack]\naccounting = true").conntrack.accounting is True
     assert cfg.queue == config.QueueConfig(
         num=0, install_rules=False, on_stop="bypass", hooks=("FORWARD",), chain="FWD")
     assert cfg.policy == config.PolicyConfig(default="drop", default_mark=None, rules=())

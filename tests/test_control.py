@@ -214,11 +214,61 @@ def test_events_stream_new_and_destroy(tmp_path):
         destroyed = next(e for e in got if e["event"] == "DESTROY" and e["sport"] == 1000)
         assert control.format_event(destroyed) == (
             "[DESTROY] udp      17 src=10.0.0.1 dst=10.0.0.2 sport=1000 dport=53 packets=1 "
-            "src=10.0.0.2 dst=10.0.0.1 sport=53 dport=1000 packets=1 use=2")
+            "src=10.0.0.2 dst=10.0.0.1 sport=53 dport=1000 packets=1 mark=0 use=2")
         stream.close()  # the client goes: so do the listener and the recording
         assert wait_until(lambda: not server.listeners)
     eng.process(batch(udp("10.0.0.1", "10.0.0.4", 1002, 53)), time.monotonic())
-    assert eng.events_take(time.monotonic(), 10) == ([], 0)
+    assert eng.events_take(time.monotonic(), 10) == ([], 0, [])
+
+
+def test_events_filtered_per_listener(tmp_path):
+    """Two clients of conntrack.events at once, one with a mark filter: each gets its own
+    events, matched in C, with bytes and the mark."""
+    from fwd import config, engine as fwd_engine
+    from tests.pkt import batch, udp
+
+    eng = _core.Engine(shards=4, buckets=64)
+    cfg = config.parse({"conntrack": {"accounting": True}, "policy": {
+        "default": "accept", "rule": [{"name": "dns", "proto": "udp", "dport": 53,
+                                       "verdict": "accept", "mark": 5}]}})
+    fwd_engine.configure(eng, cfg, resolve_ifindex=lambda name: 0)
+    path = str(tmp_path / "ctl.sock")
+    with serving(eng, path) as server:
+        streams = [control.responses(path, {"command": "conntrack.events", "filter": f},
+                                     timeout=10) for f in ({}, {"mark": "5/0xff"})]
+        got: list[list[dict]] = [[], []]
+
+        def read(i: int, want: int) -> None:
+            for response in streams[i]:
+                got[i].extend(response["result"])
+                if len(got[i]) >= want:
+                    return
+
+        readers = [listening(server, lambda: read(0, 3))]
+        readers.append(threading.Thread(target=read, args=(1, 2)))
+        readers[1].start()
+        assert wait_until(lambda: len(server.listeners) == 2)
+        eng.process(batch(udp("10.0.0.1", "10.0.0.2", 1000, 53, b"x" * 12),
+                          udp("10.0.0.1", "10.0.0.2", 1001, 80),
+                          udp("10.0.0.1", "10.0.0.3", 1002, 53)), time.monotonic())
+        for reader in readers:
+            reader.join(10)
+        for stream in streams:
+            stream.close()
+    assert [(e["sport"], e["mark"]) for e in got[0]] == [(1000, 5), (1001, 0), (1002, 5)]
+    assert [(e["sport"], e["mark"], e["bytes_orig"]) for e in got[1]] == [(1000, 5, 40),
+                                                                         (1002, 5, 29)]
+    assert control.format_event(got[1][0]).endswith(
+        "sport=1000 dport=53 packets=1 bytes=40 [UNREPLIED] src=10.0.0.2 dst=10.0.0.1 "
+        "sport=53 dport=1000 packets=0 bytes=0 mark=5 use=2")
+
+
+def test_events_filter_is_checked(tmp_path):
+    path = str(tmp_path / "ctl.sock")
+    with serving(_core.Engine(shards=4, buckets=64), path) as server:
+        response = control.call(path, {"command": "conntrack.events", "filter": {"mark": "x"}})
+        assert response["ok"] is False and response["error"].startswith("filter.mark: must be")
+        assert not server.listeners
 
 
 def test_events_lost_are_counted(tmp_path):

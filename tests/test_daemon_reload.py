@@ -61,3 +61,25 @@ def test_reload_outcome_metrics_and_helper_counters(tmp_path):
             == s[("fwd_config_last_reload_success_timestamp_seconds", ())])
     assert s2[("fwd_helper_messages_total", (("helper", "sip"),))] == 3
     assert d.snapshot()["reload"]["success"] is False
+
+
+def test_accounting_changes_live_for_new_connections(tmp_path):
+    """conntrack.accounting is live, as the kernel's nf_conntrack_acct: a reload that turns it
+    on applies to the connections created afterwards; one tracked before lists no bytes."""
+    path = tmp_path / "fwd.toml"
+    path.write_text('[policy]\ndefault = "accept"\n[queue]\nio = "netfilterqueue"\n')
+    cfg, eng, names = checkconfig.build(str(path))
+    d = daemon.Daemon(cfg, eng, names, None, sdnotify.Notifier({}))
+    eng.process(batch(udp(A, B, 1000, 53)), time.monotonic())
+    path.write_text(path.read_text() + "[conntrack]\naccounting = true\n")
+    d.reload()
+    assert d.last_reload.startswith("ok") and d.cfg.conntrack.accounting
+    eng.process(batch(udp(A, B, 1001, 53), udp(A, B, 1000, 53)), time.monotonic())
+    by_port = {c["sport"]: c for c in eng.connections(time.monotonic())}
+    assert "bytes_orig" not in by_port[1000] and by_port[1000]["packets_orig"] == 2
+    assert (by_port[1001]["packets_orig"], by_port[1001]["bytes_orig"]) == (1, 29)
+    # A key that is not live next to it still refuses the whole file.
+    path.write_text(path.read_text().replace("accounting = true", "accounting = false\nshards = 64"))
+    d.reload()
+    assert d.last_reload.startswith("failed") and "conntrack.shards" in d.last_reload
+    assert d.cfg.conntrack.accounting

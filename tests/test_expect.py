@@ -54,9 +54,15 @@ def pinholes(e, now=1.0):
     return sorted((x["src"], x["dst"], x["dport"], x["class"]) for x in e.expectations(now))
 
 
-def test_no_expectations_no_expect_lock():
+@pytest.mark.parametrize("accounting", [False, True])
+def test_no_expectations_no_expect_lock(accounting):
+    """A helper connection without expectations takes no expectation lock, alive or dying,
+    with accounting as without (tests/test_accounting.py: connections without a helper)."""
     e = engine()
+    e.set_accounting(accounting)
     run(e, udp(A, B, 1000, 2000), sig(A, B, b"OPTIONS garbage"), udp(B, A, 2000, 1000))
+    assert ("bytes_orig" in e.connections(1.0)[0]) == accounting
+    assert e.flush() == 1
     assert e.stats()["locks"]["expect"]["acquisitions"] == 0
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from fwd import control
 from fwd.netns import CLIENT4, CLIENT6, SERVER4, SERVER6
+from tests.integration.conftest import POLICY
 
 REPO = Path(__file__).resolve().parents[2]
 TCP_PORT, UDP_PORT = 8090, 9090
@@ -100,7 +101,7 @@ def test_list_and_filters(traffic):
     timeout = re.fullmatch(
         f"udp      17 ([0-9]+) src={CLIENT4} dst={SERVER4} sport={sport} dport={UDP_PORT} "
         f"packets=1 src={SERVER4} dst={CLIENT4} sport={UDP_PORT} dport={sport} packets=1 "
-        r"use=1", line)
+        r"mark=0 use=1", line)  # no bytes= without conntrack.accounting, as conntrack -L
     # One exchange, not a stream (that takes traffic 2 s after the start): udp's 30 s.
     assert timeout and 0 < int(timeout[1]) <= 30, line
     assert text.stderr == "fwd ctl: 1 flow entries have been shown.\n"
@@ -282,6 +283,17 @@ def conn(**kw) -> dict:
     (conn(proto=47, sport=0, dport=0, reply_sport=0, reply_dport=0, state="REPLIED",
           assured=False, timeout=599),
      "unknown  47 599 src=10.0.0.1 dst=10.0.0.2 packets=3 src=10.0.0.2 dst=10.0.0.1 packets=2"),
+    # With accounting and a mark, in conntrack -L's order (bytes after packets, mark after
+    # the status, before helper and use).
+    (conn(bytes_orig=180, bytes_reply=120, mark=7, use=1),
+     "tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=80 packets=3 "
+     "bytes=180 src=10.0.0.2 dst=10.0.0.1 sport=80 dport=40000 packets=2 bytes=120 [ASSURED] "
+     "mark=7 use=1"),
+    (conn(proto=17, state="UNREPLIED", assured=False, seen_reply=False, timeout=29.2,
+          packets_reply=0, bytes_orig=29, bytes_reply=0, mark=0, helper="sip", use=2),
+     "udp      17 29 src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=80 packets=3 bytes=29 "
+     "[UNREPLIED] src=10.0.0.2 dst=10.0.0.1 sport=80 dport=40000 packets=0 bytes=0 mark=0 "
+     "helper=sip use=2"),
 ])
 def test_format_connection(c, line):
     assert control.format_connection(c) == line
@@ -373,7 +385,7 @@ def test_events_like_conntrack_E(fwd, topo):
         new = events.stdout.readline()
         assert re.fullmatch(rf"    \[NEW\] icmp     1 \d+ src={CLIENT4} dst={SERVER4} type=8 "
                             rf"code=0 id=\d+ packets=1 \[UNREPLIED\] src={SERVER4} "
-                            rf"dst={CLIENT4} type=0 code=0 id=\d+ packets=0 use=\d+\n", new), new
+                            rf"dst={CLIENT4} type=0 code=0 id=\d+ packets=0 mark=0 use=\d+\n", new), new
         assert ctl(fwd, "conntrack", "flush").returncode == 0
         gone = events.stdout.readline()
         assert re.fullmatch(rf"\[DESTROY\] icmp     1 src={CLIENT4} dst={SERVER4} type=8 "
@@ -381,6 +393,67 @@ def test_events_like_conntrack_E(fwd, topo):
         events.send_signal(signal.SIGINT)
         assert events.wait(10) == 0
         assert "Traceback" not in events.stderr.read()
+    finally:
+        if events.poll() is None:
+            events.kill()
+            events.wait()
+
+
+# The gateway policy with pings accepted unmarked and every other new connection from the
+# client marked 7 (the connection's mark: the one its first packet got).
+MARKED_POLICY = POLICY.replace('[[policy.rule]]\nname = "from-client"', (
+    '[[policy.rule]]\nname = "ping"\nct_state = ["new"]\nproto = "icmp"\nverdict = "accept"\n\n'
+    '[[policy.rule]]\nname = "from-client"\nmark = 7'))
+
+
+def test_accounting_and_marks(start_fwd, topo, peer, client):
+    """With conntrack.accounting, fwd ctl lists bytes per direction (the IP datagrams' total
+    length) and the connection mark, in text and JSON, filters by mark, and the events carry
+    both and take the filter."""
+    assert 'name = "ping"' in MARKED_POLICY and "mark = 7" in MARKED_POLICY
+    fwd = start_fwd(policy=MARKED_POLICY, accounting=True)
+    server = peer(topo.server, "udp-echo", SERVER4, UDP_PORT)
+    assert client("udp-request", SERVER4, UDP_PORT) == {"reply": "hello fwd"}
+    server.events()  # answered once, gone
+    topo.run(topo.client, ["ping", "-c", "1", "-W", "2", "-s", "56", SERVER4])
+    conns = {c["proto"]: c for c in listed(fwd)}
+    assert set(conns) == {1, 17}
+    # "hello fwd" each way: 20 + 8 + 9 bytes; an echo of 56 bytes of data: 20 + 8 + 56.
+    assert [(c["packets_orig"], c["bytes_orig"], c["packets_reply"], c["bytes_reply"],
+             c["mark"]) for c in (conns[17], conns[1])] == [(1, 37, 1, 37, 7), (1, 84, 1, 84, 0)]
+    line = ctl(fwd, "conntrack", "list", "-p", "icmp").stdout.strip()
+    assert re.fullmatch(rf"icmp     1 \d+ src={CLIENT4} dst={SERVER4} type=8 code=0 id=\d+ "
+                        rf"packets=1 bytes=84 src={SERVER4} dst={CLIENT4} type=0 code=0 id=\d+ "
+                        r"packets=1 bytes=84 mark=0 use=1", line), line
+    assert [c["proto"] for c in listed(fwd, "--mark", "7")] == [17]
+    assert [c["proto"] for c in listed(fwd, "--mark", "0")] == [1]
+    assert [c["proto"] for c in listed(fwd, "--mark", "0x2/0x6")] == []
+    assert sorted(c["proto"] for c in listed(fwd, "--mark", "0/0")) == [1, 17]
+    done = ctl(fwd, "conntrack", "list", "--mark", "7/3")
+    assert done.returncode == 1 and "filter.mark: \"7/3\" has bits outside the mask" in done.stderr
+    done = ctl(fwd, "conntrack", "delete", "--mark", "7")
+    assert done.stdout == "fwd ctl: 1 flow entries have been deleted.\n"
+    assert [c["proto"] for c in listed(fwd)] == [1]
+
+    # Events of marked connections only: the pings in between do not show.
+    peer(topo.server, "udp-echo", SERVER4, UDP_PORT, count=20, timeout=30)
+    events = subprocess.Popen([sys.executable, "-m", "fwd", "ctl", "--socket", str(fwd.socket),
+                               "conntrack", "events", "--mark", "7"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 15
+        while not select.select([events.stdout], [], [], 0.5)[0]:
+            assert time.monotonic() < deadline and events.poll() is None, events.stderr.read()
+            topo.run(topo.client, ["ping", "-c", "1", "-W", "2", SERVER4])
+            assert client("udp-request", SERVER4, UDP_PORT) == {"reply": "hello fwd"}
+        new = events.stdout.readline()
+        assert re.fullmatch(rf"    \[NEW\] udp      17 \d+ src={CLIENT4} dst={SERVER4} "
+                            rf"sport=\d+ dport={UDP_PORT} packets=1 bytes=37 \[UNREPLIED\] "
+                            rf"src={SERVER4} dst={CLIENT4} sport={UDP_PORT} dport=\d+ "
+                            r"packets=0 bytes=0 mark=7 use=\d+\n", new), new
+        events.send_signal(signal.SIGINT)
+        assert events.wait(10) == 0
     finally:
         if events.poll() is None:
             events.kill()
