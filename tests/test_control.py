@@ -231,7 +231,7 @@ def test_events_filtered_per_listener(tmp_path):
     cfg = config.parse({"conntrack": {"accounting": True}, "policy": {
         "default": "accept", "rule": [{"name": "dns", "proto": "udp", "dport": 53,
                                        "verdict": "accept", "mark": 5}]}})
-    fwd_engine.configure(eng, cfg, resolve_ifindex=lambda name: 0)
+    fwd_engine.configure(eng, cfg)
     path = str(tmp_path / "ctl.sock")
     with serving(eng, path) as server:
         streams = [control.responses(path, {"command": "conntrack.events", "filter": f},
