@@ -257,7 +257,8 @@ class SipLab:
         left = self._expectations(router)
         q1 = self.lab.queue_stats().get(QUEUE)
         rtp = self.rtp_counts()
-        ok, failed = sipp_calls(stat)
+        calls_done = sipp_calls(stat)
+        ok, failed = calls_done["ok"], calls_done["failed"]
         if not ok and not failed:
             raise BenchError(f"sipp caller exited {uac.returncode}, no statistics: "
                              f"{uac.stderr.read()[-800:]}")
@@ -265,6 +266,9 @@ class SipLab:
                "rtp_sent_caller": rtp["caller_output"], "rtp_sent_callee": rtp["callee_output"],
                "rtp_lost_to_callee": rtp["caller_output"] - rtp["callee_input"],
                "rtp_lost_to_caller": rtp["callee_output"] - rtp["caller_input"],
+               "sipp_retrans": calls_done["retrans"],
+               "sipp_failures": {k: v for k, v in calls_done.items()
+                                 if k not in ("ok", "failed", "retrans")},
                "expect_peak": peak, "expect_left": left, "wall": wall,
                "box_busy_cpus": (box[0] - box0[0]) / wall, "softirq_cpu": soft,
                "total_cpu": total,
@@ -280,6 +284,7 @@ class SipLab:
             m = ncb.scrape(self.lab)
             out["expect_refused"] = m.get("fwd_expect_refused_total", 0)
             out["expect_created"] = m.get("fwd_expect_created_total", 0)
+            out["expect_flushed"] = m.get("fwd_expect_flushed_total", 0)
         return out
 
 
@@ -308,14 +313,22 @@ def softirq_seconds() -> float:
         return int(f.readline().split()[7]) / os.sysconf("SC_CLK_TCK")
 
 
-def sipp_calls(stat: Path) -> tuple[int, int]:
-    """(successful, failed) calls from the last line of sipp's -trace_stat file."""
+def sipp_calls(stat: Path) -> dict[str, int]:
+    """From the last line of sipp's -trace_stat file: calls "ok" and "failed", "retrans"
+    (messages sipp retransmitted: the sign of a message lost or late) and every nonzero
+    failure reason by sipp's name (e.g. FailedMaxUDPRetrans)."""
     try:
         rows = [r.split(";") for r in stat.read_text().splitlines() if r.strip()]
     except OSError:
-        return 0, 0
-    head, last = rows[0], rows[-1]
-    return int(last[head.index("SuccessfulCall(C)")]), int(last[head.index("FailedCall(C)")])
+        return {"ok": 0, "failed": 0, "retrans": 0}
+    last = dict(zip(rows[0], rows[-1]))
+    out = {"ok": int(last["SuccessfulCall(C)"]), "failed": int(last["FailedCall(C)"]),
+           "retrans": int(last.get("Retransmissions(C)", 0))}
+    for key, value in last.items():
+        if key.startswith("Failed") and key.endswith("(C)") and key != "FailedCall(C)":
+            if value.strip().isdigit() and int(value):
+                out[key[:-3]] = int(value)
+    return out
 
 
 def report(rows: list[dict], args) -> str:
@@ -406,7 +419,12 @@ def main() -> int:
                 rows.append(row)
                 print(f"  {router:6} {rate:4} calls/s: ok {row['ok']} failed {row['failed']} "
                       f"RTP lost {row['rtp_lost_to_callee']}/{row['rtp_lost_to_caller']} "
-                      f"expectations peak {row['expect_peak']} left {row['expect_left']}",
+                      f"expectations peak {row['expect_peak']} left {row['expect_left']} "
+                      f"sipp retransmissions {row['sipp_retrans']}"
+                      + "".join(f" {k} {v}" for k, v in row["sipp_failures"].items())
+                      + (f" expectations created {row['expect_created']:.0f} refused "
+                         f"{row['expect_refused']:.0f} flushed {row['expect_flushed']:.0f}"
+                         if "expect_created" in row else ""),
                       flush=True)
     finally:
         lab.close()

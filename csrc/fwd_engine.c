@@ -9,7 +9,8 @@
 
 #define COUNT(w, name) FWD_RELAXED_INC((w)->st.name, 1)
 
-/* When a connection with an ext dies, its expectations go with it. */
+/* When a connection that can be a master dies (fwd_ct_table: on_kill), its expectations go
+ * with it. */
 static void on_kill(void *arg, struct fwd_ct *ct)
 {
 	struct fwd_engine *e = arg;
