@@ -335,13 +335,21 @@ static int run_helper(struct fwd_engine *e, struct fwd_worker *w, struct fwd_ct 
 		.errors_pass = h->on_error == FWD_ACCEPT,
 		.engine = e, .helper = h, .ct = ct,
 	};
+	uint64_t since;
 	int err;
 
 	if (p->l4len <= p->l4hlen)
 		return -1; /* no payload: nothing to read */
 	FWD_HELPER_COUNT(h, packets, 1);
 	fwd_lock(stripe);
+	since = fwd_exp_next_seq(&e->exp);
 	err = h->type->packet(&ctx);
+	/* A packet the helper fails is dropped (unless on_error passes it): what it opened before
+	 * failing goes too, so that a dropped message opens nothing (the kernel's SIP and H.323
+	 * helpers take back the RTP expectation when the RTCP one is refused).  Under the stripe
+	 * lock: no other packet of this connection adds meanwhile. */
+	if (err && h->on_error != FWD_ACCEPT)
+		fwd_exp_unwind(&e->exp, ct, since);
 	fwd_unlock(stripe);
 	if (!err)
 		return -1;

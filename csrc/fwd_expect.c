@@ -147,7 +147,8 @@ int fwd_exp_add(struct fwd_exp_table *x, struct fwd_ct *master, const struct fwd
 		goto out;
 	}
 	*e = (struct fwd_exp){ .spec = *spec, .master = master, .expires = now + pol->timeout,
-			       .seq = x->seq_next++, .bucket = bucket_of(x, &masked) };
+			       .seq = x->seq_next, .bucket = bucket_of(x, &masked) };
+	__atomic_store_n(&x->seq_next, x->seq_next + 1, __ATOMIC_RELAXED); /* read unlocked */
 	e->spec.tuple = masked;
 	fwd_ct_get(master);
 	if (x->journal) {
@@ -278,10 +279,11 @@ static void put_all(struct fwd_ct **put, unsigned n)
 		fwd_ct_put(put[i]);
 }
 
-unsigned fwd_exp_flush_master(struct fwd_exp_table *x, struct fwd_ct *master, int cls,
-			      uint32_t call)
+/* Removes master's expectations that `pick` selects; returns how many. */
+static unsigned remove_from_master(struct fwd_exp_table *x, struct fwd_ct *master,
+				   bool (*pick)(const struct fwd_exp *e, const void *arg),
+				   const void *arg)
 {
-	struct master_pick p = { .cls = cls, .call = call };
 	struct fwd_ct *put[PUT_BATCH];
 	unsigned total = 0, n;
 
@@ -295,13 +297,36 @@ unsigned fwd_exp_flush_master(struct fwd_exp_table *x, struct fwd_ct *master, in
 		return 0;
 	do {
 		fwd_lock(&x->lock);
-		n = remove_where(x, &master->ext->exps, true, pick_master, &p, FWD_EXP_FLUSHED, put,
+		n = remove_where(x, &master->ext->exps, true, pick, arg, FWD_EXP_FLUSHED, put,
 				 PUT_BATCH);
 		fwd_unlock(&x->lock);
 		put_all(put, n);
 		total += n;
 	} while (n == PUT_BATCH);
 	return total;
+}
+
+unsigned fwd_exp_flush_master(struct fwd_exp_table *x, struct fwd_ct *master, int cls,
+			      uint32_t call)
+{
+	struct master_pick p = { .cls = cls, .call = call };
+
+	return remove_from_master(x, master, pick_master, &p);
+}
+
+uint64_t fwd_exp_next_seq(const struct fwd_exp_table *x)
+{
+	return __atomic_load_n(&x->seq_next, __ATOMIC_RELAXED);
+}
+
+static bool pick_since(const struct fwd_exp *e, const void *arg)
+{
+	return e->seq >= *(const uint64_t *)arg;
+}
+
+unsigned fwd_exp_unwind(struct fwd_exp_table *x, struct fwd_ct *master, uint64_t since)
+{
+	return remove_from_master(x, master, pick_since, &since);
 }
 
 unsigned fwd_exp_activate(struct fwd_exp_table *x, struct fwd_ct *master, int cls, uint32_t call,

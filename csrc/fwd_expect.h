@@ -56,7 +56,7 @@ struct fwd_exp_table {
 	uint32_t count;      /* atomic: read before taking the lock */
 	uint32_t max;        /* global cap */
 	uint64_t seed;
-	uint64_t seq_next;   /* under the lock */
+	uint64_t seq_next;   /* written under the lock, read atomically */
 	struct {
 #define X(name) uint64_t name;
 		FWD_EXP_COUNTERS(X)
@@ -104,6 +104,15 @@ bool fwd_exp_match(struct fwd_exp_table *x, const struct fwd_tuple *t, uint64_t 
  * Locking: takes the expect lock, only if the master has expectations. */
 unsigned fwd_exp_flush_master(struct fwd_exp_table *x, struct fwd_ct *master, int cls,
 			      uint32_t call);
+
+/* The creation order the next expectation will get (see fwd_exp_unwind).  Locking: none. */
+uint64_t fwd_exp_next_seq(const struct fwd_exp_table *x);
+
+/* Removes master's expectations created since `since` (a fwd_exp_next_seq taken before), not
+ * those only refreshed meanwhile: what a message that is then dropped had opened.  Returns how
+ * many.  The caller keeps other threads from adding to this master meanwhile (the helper's
+ * stripe lock).  Locking: takes the expect lock, only if the master has expectations. */
+unsigned fwd_exp_unwind(struct fwd_exp_table *x, struct fwd_ct *master, uint64_t since);
 
 /* Activates master's INACTIVE expectations of class `cls` whose `call` is `call` (0: any)
  * (clears the flag) and, if `expires` is not 0, sets when they expire; returns how many.

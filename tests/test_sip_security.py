@@ -192,6 +192,22 @@ def test_expectation_table_full_drops_the_sdp_message():
     assert e.stats()["helpers"][0]["exp_refused"] >= 1
 
 
+def test_a_dropped_message_leaves_no_pinhole_it_had_opened():
+    """Room for the 200 OK's RTP expectation but not its RTCP one: the message is dropped and
+    the RTP pinhole it had opened goes with it (the kernel takes the RTP one back), while the
+    INVITE's stay.  With room for both, the same 200 OK passes and opens both."""
+    e = engine(expect_max=3)
+    assert run(e, invite(sdp(A, ("audio", 4000)))) == [("new", 1)]
+    ans = sig(B, A, response(200, "INVITE", B, A, body=sdp(B, ("audio", 6000))))
+    assert run(e, ans) == [("established", 0)]
+    assert sorted(x[2] for x in pinholes(e)) == [4000, 4001]
+    assert e.stats()["expect"]["flushed"] == 1
+    e2 = engine(expect_max=4)
+    run(e2, invite(sdp(A, ("audio", 4000))))
+    assert run(e2, ans) == [("established", 1)]
+    assert sorted(x[2] for x in pinholes(e2)) == [4000, 4001, 6000, 6001]
+
+
 def test_class_without_room_drops_the_sdp_message():
     e = engine(max_audio=0)
     assert run(e, invite(sdp(A, ("audio", 4000)))) == [("new", 0)]
