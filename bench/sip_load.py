@@ -58,10 +58,11 @@ NICE = "10"
 FWD_POLICY = gateway.policy("stateful", "sip-udp")  # established/related, new UDP to 5060
 
 
-def fwd_text() -> str:
+def fwd_text(expect_max: int | None = None) -> str:
     """nfq_bench's fwd config (native, 1 queue, fail-open off) with the exporter on, the SIP
-    helper of etc/helpers.d and the SIP policy."""
+    helper of etc/helpers.d and the SIP policy; conntrack.expect_max if given."""
     return (f'[helpers]\ndir = "{REPO / "etc" / "helpers.d"}"\n\n'
+            + (f"[conntrack]\nexpect_max = {expect_max}\n\n" if expect_max else "")
             + nb.fwd_config_text(QUEUE, "native", 1, listen=f"127.0.0.1:{ncb.METRICS_PORT}",
                                  policy=FWD_POLICY))
 
@@ -157,7 +158,7 @@ class SipLab:
             self.kernel_rules(False)
             self.lab.set_rule(1)
             path = self.scratch / "fwd-sip.toml"
-            path.write_text(fwd_text())
+            path.write_text(fwd_text(self.args.expect_max))
             argv = ([nb.PY, "-m", "fwd", "run", "--config", str(path)] if router == "fwd"
                     else [str(nb.TOOLS / "nfq_accept"), str(QUEUE)])
             fwd = self.lab.start_consumer(Consumer(
@@ -391,6 +392,9 @@ def main() -> int:
     parser.add_argument("--routers", default="plain,nfq,kernel,fwd",
                         help="of plain, nfq, kernel, fwd (see above)")
     parser.add_argument("--quick", action="store_true", help="rates 10,40 for 4 s each")
+    parser.add_argument("--expect-max", type=int, metavar="N",
+                        help="fwd's conntrack.expect_max (default 4096, as the kernel's here, "
+                             "which a network namespace cannot change)")
     parser.add_argument("--perf", type=int, metavar="RATE",
                         help="profile fwd with perf at this rate (build/bench/perf-sip.txt)")
     parser.add_argument("--json", metavar="PATH")
