@@ -70,11 +70,12 @@ TUPLES = SRCS * (65536 - 1024)  # distinct 5-tuples newconn makes before repeati
 # --- fwd consumers -------------------------------------------------------------------------------
 
 def fwd_text(queues: int, shards: int | None = None, max_entries: int | None = None,
-             sip: bool = False) -> str:
+             buckets: int | None = None, sip: bool = False) -> str:
     """nfq_bench's fwd config with the exporter on, and the conntrack / helper knobs here."""
     text = nb.fwd_config_text(QUEUE, "native", queues, listen=f"127.0.0.1:{METRICS_PORT}")
     ct = [f"shards = {shards}"] if shards else []
     ct += [f"max_entries = {max_entries}"] if max_entries else []
+    ct += [f"buckets = {buckets}"] if buckets else []
     if ct:
         text = "[conntrack]\n" + "\n".join(ct) + "\n\n" + text
     # The scratch dir has no helpers.d: no helper unless asked for.
@@ -96,6 +97,8 @@ def consumers(full_max: int) -> dict[str, Consumer]:
     base = nb.consumers()
     all_ = [base["a"], base["a-2q"],
             fwd_consumer("d", "fwd native, 1 queue", 1),
+            fwd_consumer("d-b64k", "fwd native, 1 queue, conntrack.buckets = 65536", 1,
+                         buckets=65536),
             fwd_consumer("e", "fwd native, 2 queues", 2),
             fwd_consumer("e-s1", "fwd native, 2 queues, conntrack.shards = 1", 2, shards=1),
             fwd_consumer("e-sip", "fwd native, 2 queues, SIP helper attached", 2, sip=True),
@@ -387,6 +390,8 @@ def measure_paced(lab, traffic, args, res) -> None:
     CPU per packet when packets arrive spread out."""
     for rate, c in ((r, c) for r in args.paced for c in (
             fwd_consumer("d", "fwd native, 1 queue", 1),
+            fwd_consumer("d-b64k", "fwd native, 1 queue, conntrack.buckets = 65536", 1,
+                         buckets=65536),
             fwd_consumer("full", "", 1, max_entries=args.full_max))):
         lab.set_rule(1)
         proc = lab.start_consumer(c)
@@ -656,7 +661,9 @@ def report(res: Results, args) -> str:
                  ("a/k CPU", "C accept-all vs kernel router (NFQUEUE's price)", rcap("a"),
                   kcap),
                  ("full/d", "table full vs not (same consumer otherwise)",
-                  rates("full", proto), rates("d", proto))]
+                  rates("full", proto), rates("d", proto)),
+                 ("d/d-b64k CPU", "buckets = max_entries (default) vs 65536",
+                  cap("d"), cap("d-b64k"))]
         for name, what, xs, ys in lines:
             if paired(xs, ys):
                 out.append(f"  {name:8} {what:50} {ratio(xs, ys)}")
