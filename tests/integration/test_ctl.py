@@ -3,6 +3,7 @@ afterwards), stats, reload, bad requests, no daemon; and its conntrack -L style 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -368,21 +370,38 @@ def test_expectations_list_and_flush(start_fwd, topo):
     assert json.loads(ctl(fwd, "expect", "list", "--json").stdout) == []
 
 
-def test_events_like_conntrack_E(fwd, topo):
-    """fwd ctl conntrack events prints NEW and DESTROY as they happen; ^C ends it cleanly."""
-    # As from a terminal: ^C delivered (a run started in the background, e.g. `make test &`,
-    # passes SIGINT on ignored, and Python then keeps ignoring it).
+@contextlib.contextmanager
+def events_client(fwd, *filters: str) -> Iterator[subprocess.Popen]:
+    """`fwd ctl conntrack events [filters]` running, killed at the end if still there.  As from
+    a terminal, ^C is delivered (a run started in the background, e.g. `make test &`, passes
+    SIGINT on ignored, and Python then keeps ignoring it)."""
     events = subprocess.Popen([sys.executable, "-m", "fwd", "ctl", "--socket", str(fwd.socket),
-                               "conntrack", "events"], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
+                               "conntrack", "events", *filters], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        # Pings until the first shows (the client may take a moment to start listening).
-        deadline = time.monotonic() + 15
-        while not select.select([events.stdout], [], [], 0.5)[0]:
-            assert time.monotonic() < deadline and events.poll() is None, events.stderr.read()
-            topo.run(topo.client, ["ping", "-c", "1", "-W", "2", SERVER4])
-        new = events.stdout.readline()
+        yield events
+    finally:
+        if events.poll() is None:
+            events.kill()
+            events.wait()
+
+
+def first_event(events: subprocess.Popen, poke: Callable[[], None]) -> str:
+    """The first line the events client prints, poking traffic until it shows (the client may
+    take a moment to start listening)."""
+    deadline = time.monotonic() + 15
+    while not select.select([events.stdout], [], [], 0.5)[0]:
+        assert time.monotonic() < deadline and events.poll() is None, events.stderr.read()
+        poke()
+    return events.stdout.readline()
+
+
+def test_events_like_conntrack_E(fwd, topo):
+    """fwd ctl conntrack events prints NEW and DESTROY as they happen; ^C ends it cleanly."""
+    with events_client(fwd) as events:
+        new = first_event(events, lambda: topo.run(topo.client,
+                                                   ["ping", "-c", "1", "-W", "2", SERVER4]))
         assert re.fullmatch(rf"    \[NEW\] icmp     1 \d+ src={CLIENT4} dst={SERVER4} type=8 "
                             rf"code=0 id=\d+ packets=1 \[UNREPLIED\] src={SERVER4} "
                             rf"dst={CLIENT4} type=0 code=0 id=\d+ packets=0 mark=0 use=\d+\n", new), new
@@ -393,10 +412,6 @@ def test_events_like_conntrack_E(fwd, topo):
         events.send_signal(signal.SIGINT)
         assert events.wait(10) == 0
         assert "Traceback" not in events.stderr.read()
-    finally:
-        if events.poll() is None:
-            events.kill()
-            events.wait()
 
 
 # The gateway policy with pings accepted unmarked and every other new connection from the
@@ -437,24 +452,15 @@ def test_accounting_and_marks(start_fwd, topo, peer, client):
 
     # Events of marked connections only: the pings in between do not show.
     peer(topo.server, "udp-echo", SERVER4, UDP_PORT, count=20, timeout=30)
-    events = subprocess.Popen([sys.executable, "-m", "fwd", "ctl", "--socket", str(fwd.socket),
-                               "conntrack", "events", "--mark", "7"], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 15
-        while not select.select([events.stdout], [], [], 0.5)[0]:
-            assert time.monotonic() < deadline and events.poll() is None, events.stderr.read()
-            topo.run(topo.client, ["ping", "-c", "1", "-W", "2", SERVER4])
-            assert client("udp-request", SERVER4, UDP_PORT) == {"reply": "hello fwd"}
-        new = events.stdout.readline()
+    def ping_and_request() -> None:
+        topo.run(topo.client, ["ping", "-c", "1", "-W", "2", SERVER4])
+        assert client("udp-request", SERVER4, UDP_PORT) == {"reply": "hello fwd"}
+
+    with events_client(fwd, "--mark", "7") as events:
+        new = first_event(events, ping_and_request)
         assert re.fullmatch(rf"    \[NEW\] udp      17 \d+ src={CLIENT4} dst={SERVER4} "
                             rf"sport=\d+ dport={UDP_PORT} packets=1 bytes=37 \[UNREPLIED\] "
                             rf"src={SERVER4} dst={CLIENT4} sport={UDP_PORT} dport=\d+ "
                             r"packets=0 bytes=0 mark=7 use=\d+\n", new), new
         events.send_signal(signal.SIGINT)
         assert events.wait(10) == 0
-    finally:
-        if events.poll() is None:
-            events.kill()
-            events.wait()
