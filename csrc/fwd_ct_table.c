@@ -10,12 +10,15 @@
 
 /* Early drop looks at up to this many buckets (cheap, lock-free peeks) and locks at most
  * FWD_EARLY_DROP_LOCKED non-empty ones, starting at the new connection's bucket; it stops after
- * the bucket in which it has seen FWD_EARLY_DROP_CANDIDATES droppable entries.  In a full table
- * of default size a chain holds about 8 nodes, each a cache miss: walking 8 buckets' chains cost
- * more than the rest of a new connection together. */
+ * the bucket in which it has seen FWD_EARLY_DROP_CANDIDATES droppable entries, and evicts the
+ * FWD_EARLY_DROP_VICTIMS of them closest to expiry.  Each node walked is a cache miss in a big
+ * table, the walk most of what a new connection into a full table costs: evicting several per
+ * walk lets the next new connections in without one (the kernel evicts every droppable entry
+ * of the first chain that has one). */
 #define FWD_EARLY_DROP_PEEKS 4096
 #define FWD_EARLY_DROP_LOCKED 8
 #define FWD_EARLY_DROP_CANDIDATES 8
+#define FWD_EARLY_DROP_VICTIMS 4
 /* GC kills at most this many entries found in one bucket per visit. */
 #define FWD_GC_BATCH 32
 
@@ -287,13 +290,13 @@ static bool droppable(uint32_t status)
 	return !(status & FWD_CT_DYING) && (!(status & FWD_CT_ASSURED) || (status & FWD_CT_CLOSING));
 }
 
-/* Evict the droppable connection closest to expiry among those in the first few non-empty
- * buckets from `start` on (enough buckets for FWD_EARLY_DROP_CANDIDATES droppable entries, if
- * there are).  Locking: one shard at a time. */
+/* Evicts the FWD_EARLY_DROP_VICTIMS droppable connections closest to expiry among those in the
+ * first few non-empty buckets from `start` on (enough buckets for FWD_EARLY_DROP_CANDIDATES
+ * droppable entries, if there are); true if it evicted any.  Locking: one shard at a time. */
 static bool early_drop(struct fwd_ct_table *t, uint32_t start)
 {
-	struct fwd_ct *victim = NULL;
-	unsigned locked = 0, candidates = 0;
+	struct fwd_ct *victim[FWD_EARLY_DROP_VICTIMS];
+	unsigned locked = 0, candidates = 0, nv = 0, killed = 0;
 
 	for (unsigned i = 0; i < FWD_EARLY_DROP_PEEKS && i <= t->bucket_mask &&
 			     locked < FWD_EARLY_DROP_LOCKED && candidates < FWD_EARLY_DROP_CANDIDATES;
@@ -307,24 +310,32 @@ static bool early_drop(struct fwd_ct_table *t, uint32_t start)
 		fwd_lock(l);
 		for (struct fwd_ct_node *n = t->buckets[b]; n; n = n->next) {
 			struct fwd_ct *ct = node_ct(n);
+			unsigned latest = 0, k;
 
 			if (!droppable(fwd_ct_status(ct)))
 				continue;
-			candidates++;
-			if (ct == victim || (victim && fwd_ct_expires(ct) >= fwd_ct_expires(victim)))
+			for (k = 0; k < nv && victim[k] != ct; k++) /* both its nodes may be seen */
+				if (fwd_ct_expires(victim[k]) > fwd_ct_expires(victim[latest]))
+					latest = k;
+			if (k < nv)
 				continue;
+			candidates++;
+			if (nv < FWD_EARLY_DROP_VICTIMS) {
+				victim[nv++] = ct;
+			} else if (fwd_ct_expires(ct) < fwd_ct_expires(victim[latest])) {
+				fwd_ct_put(victim[latest]); /* never the last: the table holds one */
+				victim[latest] = ct;
+			} else {
+				continue;
+			}
 			fwd_ct_get(ct);
-			if (victim)
-				fwd_ct_put(victim); /* never the last reference: the table holds one */
-			victim = ct;
 		}
 		fwd_unlock(l);
 	}
-	if (victim && kill_and_put(t, victim)) {
-		__atomic_fetch_add(&t->early_drops, 1, __ATOMIC_RELAXED);
-		return true;
-	}
-	return false;
+	for (unsigned k = 0; k < nv; k++)
+		killed += kill_and_put(t, victim[k]);
+	__atomic_fetch_add(&t->early_drops, killed, __ATOMIC_RELAXED);
+	return killed > 0;
 }
 
 int fwd_ct_confirm(struct fwd_ct_table *t, struct fwd_ct *ct)
