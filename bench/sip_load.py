@@ -370,8 +370,10 @@ def report(rows: list[dict], args) -> str:
     for rate in sorted({r["rate"] for r in rows}):
         k = by.get(("kernel", rate))
         if k:
-            ratios += [f"{x} at {rate} {per_call(by[x, rate], 'total_cpu') / per_call(k, 'total_cpu'):.2f}"
-                       for x in ("fwd", "nfq") if (x, rate) in by]
+            for x in ("fwd", "nfq"):
+                if (x, rate) in by:
+                    ratio = per_call(by[x, rate], "total_cpu") / per_call(k, "total_cpu")
+                    ratios.append(f"{x} at {rate} {ratio:.2f}")
     out.append("all ms/call over the kernel router's (target: fwd <= 1.2): " + ", ".join(ratios))
     out.append("fwd ms/call: the queue consumer's threads, fwd's or accept-all's (with the "
                "forwarding and delivery its verdicts run "

@@ -175,7 +175,8 @@ FRAGMENT_METRICS = {
                     "kernel does not count the IPv6 conntrack defrag's)"),
     "failed": (CounterMetricFamily, "fwd_fragments_failed",
                "Reassemblies that failed and whose fragments were dropped (timed out, over the "
-               "memory limit, malformed or overlapping)"),
+               "memory limit, malformed or overlapping; for IPv6 the kernel counts only the "
+               "timed out)"),
     "timed_out": (CounterMetricFamily, "fwd_fragments_timed_out",
                   "Reassemblies dropped incomplete after fragments.timeout"),
     "memory": (GaugeMetricFamily, "fwd_fragments_memory_bytes",

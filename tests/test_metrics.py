@@ -311,3 +311,24 @@ def test_dashboard_puts_what_an_operator_looks_at_first():
         new = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
         assert not new & cells and g["x"] + g["w"] <= 24, p["title"]
         cells |= new
+
+
+def test_fragment_metrics_are_the_namespaces_kernel_figures():
+    """The daemon's snapshot carries fwd.fragments.read(): exported per family, the limits as
+    the namespace's sysctls say (read here from this namespace, never written)."""
+    from fwd import fragments
+
+    snap = {**metrics.snapshot(new_engine(), POLICY), "fragments": fragments.read()}
+    registry = CollectorRegistry()
+    registry.register(metrics.Collector(lambda: snap))
+    families_ = {f.name: f for f in text_string_to_metric_families(
+        generate_latest(registry).decode())}
+    assert families_["fwd_fragments_failed"].type == "counter"
+    assert families_["fwd_fragments_timeout_seconds"].type == "gauge"
+    with open(f"{fragments.SYSCTL}/net/ipv4/ipfrag_time") as f:
+        ipfrag_time = int(f.read())
+    timeouts = {s.labels["family"]: s.value
+                for s in families_["fwd_fragments_timeout_seconds"].samples}
+    assert timeouts["ipv4"] == ipfrag_time
+    failed = {s.labels["family"] for s in families_["fwd_fragments_failed"].samples}
+    assert failed == {"ipv4", "ipv6"}  # counters for both, whether a defrag is loaded or not
