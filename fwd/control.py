@@ -439,6 +439,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="connection mark N or N/MASK (the policy's mark of its first packet)")
         if name == "list":
             _output_arguments(p, "connections", ("json", "extended"))
+        elif name == "events":
+            p.add_argument("-o", "--output", choices=("json",),
+                           help="json: each event a JSON object on a line of its own")
+            p.add_argument("--json", dest="output", action="store_const", const="json",
+                           help="the same as -o json")
     ct_sub.add_parser("flush", help="delete every connection")
     expect = sub.add_parser("expect", help="list or flush expectations (helpers' pinholes)")
     exp_sub = expect.add_subparsers(dest="exp_command", required=True, metavar="ACTION")
@@ -533,7 +538,7 @@ def main(args: argparse.Namespace) -> int:
         if request["command"] == "conntrack.list" and output != "json":
             return _print_listing(path, request, output == "extended")
         if request["command"] == "conntrack.events":
-            return _print_events(path, request)
+            return _print_events(path, request, output == "json")
         response = call(path, request)
     except (OSError, ValueError) as err:
         return _cannot_talk(path, err)
@@ -564,15 +569,16 @@ def _cannot_talk(path: str, err: OSError | ValueError) -> int:
     return 1
 
 
-def _print_events(path: str, request: dict[str, Any]) -> int:
-    """`conntrack -E`: one line per event as it comes, until interrupted (exit 0)."""
+def _print_events(path: str, request: dict[str, Any], as_json: bool) -> int:
+    """`conntrack -E`: one line per event as it comes (a JSON object with `as_json`), until
+    interrupted (exit 0)."""
     try:
         for response in responses(path, request, timeout=None):
             if not response.get("ok"):
                 print(f"fwd ctl: {response.get('error')}", file=sys.stderr)
                 return 1
             for e in response["result"]:
-                print(format_event(e), flush=True)
+                print(json.dumps(e) if as_json else format_event(e), flush=True)
     except KeyboardInterrupt:
         return 0
     print("fwd ctl: the daemon ended the event stream", file=sys.stderr)

@@ -414,6 +414,18 @@ def test_events_like_conntrack_E(fwd, topo):
         assert "Traceback" not in events.stderr.read()
 
 
+def test_events_as_json_lines(fwd, topo):
+    """fwd ctl conntrack events -o json: each event one JSON object on its own line."""
+    with events_client(fwd, "-o", "json") as events:
+        line = first_event(events, lambda: topo.run(topo.client,
+                                                    ["ping", "-c", "1", "-W", "2", SERVER4]))
+        event = json.loads(line)
+        assert (event["event"], event["proto"], event["src"], event["dst"], event["mark"]) == (
+            "NEW", 1, CLIENT4, SERVER4, 0), event
+        events.send_signal(signal.SIGINT)
+        assert events.wait(10) == 0
+
+
 # The gateway policy with pings accepted unmarked and every other new connection from the
 # client marked 7 (the connection's mark: the one its first packet got).
 MARKED_POLICY = POLICY.replace('[[policy.rule]]\nname = "from-client"', (
