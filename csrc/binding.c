@@ -240,7 +240,7 @@ static PyObject *Engine_gc(EngineObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "now", "budget", NULL };
 	double now;
-	unsigned int budget = 4096, removed;
+	unsigned int budget = 0, removed; /* 0: the table's own share (fwd_ct_gc) */
 
 	if (check_ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "d|I", kwlist, &now, &budget))
 		return NULL;

@@ -216,8 +216,9 @@ int fwd_ct_confirm(struct fwd_ct_table *t, struct fwd_ct *ct);
  * removed it, false if someone else already had.  Locking: both shard locks, ascending. */
 bool fwd_ct_kill(struct fwd_ct_table *t, struct fwd_ct *ct);
 
-/* Removes expired entries from up to `budget` buckets after a shared cursor; returns how many.
- * Locking: one shard lock at a time, then fwd_ct_kill. */
+/* Removes expired entries from up to `budget` buckets after a shared cursor (0: 1/16 of the
+ * table, at least 4096 buckets); returns how many.  Locking: one shard lock at a time, then
+ * fwd_ct_kill. */
 unsigned fwd_ct_gc(struct fwd_ct_table *t, uint64_t now, unsigned budget);
 
 /* Removes every entry; returns how many. */

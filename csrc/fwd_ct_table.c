@@ -21,6 +21,11 @@
 #define FWD_EARLY_DROP_VICTIMS 4
 /* GC kills at most this many entries found in one bucket per visit. */
 #define FWD_GC_BATCH 32
+/* A GC pass with budget 0 visits 1/FWD_GC_PASSES of the buckets, at least FWD_GC_MIN_BUDGET:
+ * the daemon's passes (one per conntrack.gc_interval) sweep the table in as many passes, however
+ * many buckets it has. */
+#define FWD_GC_PASSES 16
+#define FWD_GC_MIN_BUDGET 4096
 
 int fwd_ct_table_init(struct fwd_ct_table *t, uint32_t nbuckets, uint32_t nshards,
 		      uint32_t max_entries, uint64_t seed)
@@ -391,10 +396,14 @@ static unsigned collect(struct fwd_ct_table *t, uint32_t b, uint64_t now, bool a
 
 unsigned fwd_ct_gc(struct fwd_ct_table *t, uint64_t now, unsigned budget)
 {
-	uint32_t start = __atomic_fetch_add(&t->gc_cursor, budget, __ATOMIC_RELAXED);
 	struct fwd_ct *batch[FWD_GC_BATCH];
 	unsigned removed = 0;
+	uint32_t start;
 
+	if (!budget)
+		budget = (t->bucket_mask + 1) / FWD_GC_PASSES > FWD_GC_MIN_BUDGET
+			 ? (t->bucket_mask + 1) / FWD_GC_PASSES : FWD_GC_MIN_BUDGET;
+	start = __atomic_fetch_add(&t->gc_cursor, budget, __ATOMIC_RELAXED);
 	if (budget > t->bucket_mask + 1)
 		budget = t->bucket_mask + 1;
 	for (unsigned i = 0; i < budget; i++) {

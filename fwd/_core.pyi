@@ -43,7 +43,9 @@ class Engine:
         """Swap policy, rule names and helpers atomically (between batches)."""
     def process(self, packets: Sequence[Packet], now: float, worker: int = 0,
                 detail: bool = False) -> list[tuple]: ...
-    def gc(self, now: float, budget: int = 4096) -> int: ...
+    def gc(self, now: float, budget: int = 0) -> int:
+        """Removes expired connections from `budget` buckets on (0: 1/16 of them, at least
+        4096) and expired expectations; returns how many connections."""
     def flush(self) -> int: ...
     def set_accounting(self, on: bool) -> None:
         """Connections created from now on count bytes per direction (or not)."""

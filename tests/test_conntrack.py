@@ -427,3 +427,14 @@ def test_full_table_early_drops_closing_tcp_even_if_assured():
     assert states(e, [tcp(C4, S4, 3, 80, "S")]) == ["new"]
     assert e.stats()["early_drop"] == 2  # both closing ones: a walk evicts up to four
     assert {c["sport"] for c in e.connections(1.0)} == {3}
+
+
+def test_default_gc_pass_sweeps_a_sixteenth_of_a_big_table():
+    """However many buckets, the daemon's GC (budget 0) sweeps the table in 16 passes: a bigger
+    bucket array does not leave expired entries longer."""
+    e = engine(shards=16, buckets=1 << 17)
+    states(e, [udp(C4, S4, 1000 + i, 53) for i in range(2000)], now=0)
+    removed = [e.gc(60) for _ in range(16)]
+    assert sum(removed) == 2000
+    assert all(0 < r < 2000 for r in removed)  # a pass is a share, not the whole table
+    assert e.gc(60) == 0
