@@ -26,7 +26,8 @@ static bool is_port_proto(uint8_t proto)
 	return proto == 6 || proto == 17;
 }
 
-bool fwd_ifmatch(const struct fwd_ifmatch *im, const char *name)
+/* Whether interface `name` (NULL: none or unknown) is one that `im` names. */
+static bool ifmatch(const struct fwd_ifmatch *im, const char *name)
 {
 	if (!im->len)
 		return true;
@@ -42,7 +43,7 @@ static bool rule_match(const struct fwd_rule *r, const struct fwd_match_in *m)
 
 	if (r->state_mask && !(r->state_mask & (1u << m->state)))
 		return false;
-	if (!fwd_ifmatch(&r->iif, m->iif) || !fwd_ifmatch(&r->oif, m->oif))
+	if (!ifmatch(&r->iif, m->iif) || !ifmatch(&r->oif, m->oif))
 		return false;
 	if (r->family || r->proto >= 0 || r->has_addr || r->has_ports) {
 		if (!p->l3_parsed)

@@ -98,9 +98,6 @@ static inline void fwd_policy_hit(struct fwd_policy *pol, unsigned w, int rule)
 /* Sums every worker's hits into out[0..nrules] (out[nrules] = default).  Locking: none. */
 void fwd_policy_hits(const struct fwd_policy *pol, uint64_t *out);
 
-/* Whether interface `name` (NULL: none or unknown) is one that `im` names. */
-bool fwd_ifmatch(const struct fwd_ifmatch *im, const char *name);
-
 /* What the policy looks at for one packet. */
 struct fwd_match_in {
 	const struct fwd_pkt *pkt;
