@@ -99,7 +99,8 @@ def apply(cfg: FragmentsConfig) -> Limits:
     except OSError as err:
         with contextlib.suppress(OSError):
             restore(before)
-        key = "fragments.memory" if cfg.memory is not None else "fragments.timeout"
+        timeouts = {os.path.join(SYSCTL, paths[2]) for paths in LIMITS.values()}
+        key = "fragments.timeout" if err.filename in timeouts else "fragments.memory"
         raise ConfigError(key, f"cannot set {err.filename or SYSCTL}: {err.strerror or err}") \
             from None
     return before
